@@ -1,0 +1,386 @@
+//! Decisions of SPEC §3: view/control checks with explanations, visible-device lists, org switching.
+
+use serde::Serialize;
+
+use crate::engine::Engine;
+use crate::error::{Error, ErrorCode, Result};
+use crate::index::{DeviceData, Index, Mem};
+use crate::model::{Action, Permission, Perms, Status};
+
+/// A decision code: the reason of an allow or a deny (SPEC §3 and §5).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Code {
+    /// Allowed through a membership in the device's org with an org-wide permission.
+    AllowOrg,
+    /// Allowed because the user owns the device.
+    AllowOwn,
+    /// Allowed through a membership in an ancestor org with `orgs.switch`.
+    AllowSubOrg,
+    /// A command is allowed.
+    Allow,
+    /// The user (or actor) is not in the snapshot.
+    DenyUnknownUser,
+    /// The device is not in the snapshot.
+    DenyUnknownDevice,
+    /// The user is pending or suspended.
+    DenyUserInactive,
+    /// The device's org or an ancestor is suspended.
+    DenyOrgSuspended,
+    /// No membership grants it.
+    DenyNoPermission,
+    /// The command would give more than the actor has.
+    DenyEscalation,
+    /// The command would leave a root org without an active Admin.
+    DenyLastAdmin,
+    /// The root org's plan does not allow it.
+    DenyPlan,
+    /// The org would be deeper than five levels.
+    DenyDepth,
+    /// The org still has devices, members or sub-orgs.
+    DenyNotEmpty,
+    /// A target id is unknown, invalid, cross-tree or already exists.
+    DenyInvalidTarget,
+}
+
+impl Code {
+    /// The code as it appears on the wire.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::AllowOrg => "ALLOW_ORG",
+            Self::AllowOwn => "ALLOW_OWN",
+            Self::AllowSubOrg => "ALLOW_SUB_ORG",
+            Self::Allow => "ALLOW",
+            Self::DenyUnknownUser => "DENY_UNKNOWN_USER",
+            Self::DenyUnknownDevice => "DENY_UNKNOWN_DEVICE",
+            Self::DenyUserInactive => "DENY_USER_INACTIVE",
+            Self::DenyOrgSuspended => "DENY_ORG_SUSPENDED",
+            Self::DenyNoPermission => "DENY_NO_PERMISSION",
+            Self::DenyEscalation => "DENY_ESCALATION",
+            Self::DenyLastAdmin => "DENY_LAST_ADMIN",
+            Self::DenyPlan => "DENY_PLAN",
+            Self::DenyDepth => "DENY_DEPTH",
+            Self::DenyNotEmpty => "DENY_NOT_EMPTY",
+            Self::DenyInvalidTarget => "DENY_INVALID_TARGET",
+        }
+    }
+
+    /// Whether the code allows.
+    pub const fn is_allow(self) -> bool {
+        matches!(self, Self::AllowOrg | Self::AllowOwn | Self::AllowSubOrg | Self::Allow)
+    }
+}
+
+/// An explained decision: allowed or not, a stable code, and for an allow the membership
+/// (org, role) and the permission that granted it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Decision {
+    /// Whether it is allowed.
+    pub allowed: bool,
+    /// Why.
+    pub code: Code,
+    /// The org of the granting (or, for a command, the checked) membership.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub org: Option<String>,
+    /// The role of the granting membership.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
+    /// The permission that granted it (or, for a command deny, the one missing).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub permission: Option<String>,
+}
+
+impl Decision {
+    /// A decision with just a code.
+    pub fn of(code: Code) -> Self {
+        Self { allowed: code.is_allow(), code, org: None, role: None, permission: None }
+    }
+}
+
+/// The outcome of a single check, without allocation: the granting membership's index.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Verdict {
+    Allow(Code, usize),
+    Deny(Code),
+}
+
+/// Finds the best granting membership of `u` for `dev` (SPEC §3 precedence).
+pub(crate) fn grant(ix: &Index, mems: &[Mem], u: u32, dev: &DeviceData, action: Action) -> Option<(Code, usize)> {
+    let orgp = action.org_permission();
+    let ownp = action.own_permission();
+    let mut own: Option<usize> = None;
+    let mut sub: Option<(u8, usize)> = None;
+    for (i, m) in mems.iter().enumerate() {
+        if m.org == dev.org {
+            if m.perms.has(orgp) {
+                return Some((Code::AllowOrg, i));
+            }
+            if m.perms.has(ownp) && dev.owner == Some(u) {
+                own = Some(i);
+            }
+        } else if m.perms.has(orgp) && m.perms.has(Permission::OrgsSwitch) && ix.strictly_below(dev.org, m.org) {
+            let depth = ix.der(m.org).depth;
+            if sub.is_none_or(|(best, _)| depth > best) {
+                sub = Some((depth, i));
+            }
+        }
+    }
+    own.map(|i| (Code::AllowOwn, i)).or(sub.map(|(_, i)| (Code::AllowSubOrg, i)))
+}
+
+/// Org grants of one listing: `(org, whole subtree?)`, plus orgs where only own devices count.
+#[derive(Debug, Default)]
+struct Grants {
+    orgs: Vec<(u32, bool)>,
+    own: Vec<u32>,
+}
+
+impl Engine {
+    pub(crate) fn active_user(&self, user: &str) -> Option<u32> {
+        let u = self.ix.user_ids.get(user)?;
+        self.ix.user(u).filter(|r| r.status == Status::Active).map(|_| u)
+    }
+
+    pub(crate) fn verdict(&self, user: &str, device: &str, action: Action) -> Verdict {
+        let ix = &self.ix;
+        let Some(u) = ix.user_ids.get(user).filter(|u| ix.user(*u).is_some()) else {
+            return Verdict::Deny(Code::DenyUnknownUser);
+        };
+        let Some(dev) = ix.dev_ids.get(device).and_then(|d| ix.device(d)) else {
+            return Verdict::Deny(Code::DenyUnknownDevice);
+        };
+        self.verdict_slots(u, dev, action)
+    }
+
+    pub(crate) fn verdict_slots(&self, u: u32, dev: &DeviceData, action: Action) -> Verdict {
+        let ix = &self.ix;
+        if ix.user(u).is_none_or(|r| r.status != Status::Active) {
+            return Verdict::Deny(Code::DenyUserInactive);
+        }
+        if ix.der(dev.org).eff_suspended {
+            return Verdict::Deny(Code::DenyOrgSuspended);
+        }
+        match grant(ix, ix.mems(u), u, dev, action) {
+            Some((code, i)) => Verdict::Allow(code, i),
+            None => Verdict::Deny(Code::DenyNoPermission),
+        }
+    }
+
+    /// Whether `user` may view `device`.
+    pub fn can_view(&self, user: &str, device: &str) -> bool {
+        matches!(self.verdict(user, device, Action::View), Verdict::Allow(..))
+    }
+
+    /// Whether `user` may send commands to `device`.
+    pub fn can_control(&self, user: &str, device: &str) -> bool {
+        matches!(self.verdict(user, device, Action::Control), Verdict::Allow(..))
+    }
+
+    /// Whether `user` may do `action` on `device`.
+    pub fn can(&self, user: &str, device: &str, action: Action) -> bool {
+        matches!(self.verdict(user, device, action), Verdict::Allow(..))
+    }
+
+    /// The decision for `user` doing `action` on `device`, with its reason.
+    pub fn explain(&self, user: &str, device: &str, action: Action) -> Decision {
+        match self.verdict(user, device, action) {
+            Verdict::Deny(code) => Decision::of(code),
+            Verdict::Allow(code, i) => {
+                let ix = &self.ix;
+                let m = ix.user_ids.get(user).and_then(|u| ix.mems(u).get(i));
+                let permission = match code {
+                    Code::AllowOwn => action.own_permission(),
+                    _ => action.org_permission(),
+                };
+                Decision {
+                    allowed: true,
+                    code,
+                    org: m.map(|m| ix.org_name(m.org).to_owned()),
+                    role: m.map(|m| m.role.as_str().to_owned()),
+                    permission: Some(permission.as_str().to_owned()),
+                }
+            }
+        }
+    }
+
+    /// Whether `org` is one of `switchable_orgs(user)`.
+    pub fn is_switchable(&self, user: &str, org: &str) -> bool {
+        let ix = &self.ix;
+        let (Some(u), Some(o)) = (self.active_user(user), ix.org_ids.get(org)) else { return false };
+        ix.org_present(o) && !ix.der(o).eff_suspended && ix.mems(u).iter().any(|m| reaches(ix, m, o))
+    }
+
+    /// The orgs `user` may switch to, ascending by id (SPEC §3).
+    pub fn switchable_orgs(&self, user: &str) -> Vec<&str> {
+        let ix = &self.ix;
+        let Some(u) = self.active_user(user) else { return Vec::new() };
+        let mut out: Vec<u32> = Vec::new();
+        for m in ix.mems(u) {
+            if m.perms.has(Permission::OrgsSwitch) {
+                out.extend(ix.subtree(m.org).iter().filter(|o| !ix.der(**o).eff_suspended));
+            } else if !ix.der(m.org).eff_suspended {
+                out.push(m.org);
+            }
+        }
+        let mut names: Vec<&str> = out.into_iter().map(|o| ix.org_name(o)).collect();
+        names.sort_unstable();
+        names.dedup();
+        names
+    }
+
+    /// The union of the permissions of `user`'s memberships that reach `org` (SPEC §3).
+    pub fn permissions_in(&self, user: &str, org: &str) -> Perms {
+        let ix = &self.ix;
+        let (Some(u), Some(o)) = (self.active_user(user), ix.org_ids.get(org)) else { return Perms::NONE };
+        self.permissions_in_slots(u, o)
+    }
+
+    pub(crate) fn permissions_in_slots(&self, u: u32, o: u32) -> Perms {
+        let ix = &self.ix;
+        if ix.user(u).is_none_or(|r| r.status != Status::Active) || !ix.org_present(o) || ix.der(o).eff_suspended {
+            return Perms::NONE;
+        }
+        ix.mems(u).iter().filter(|m| reaches(ix, m, o)).fold(Perms::NONE, |acc, m| acc.union(m.perms))
+    }
+
+    /// The devices `user` may view (or control), ascending by id; limited to the subtree of
+    /// `active_org`, which must be switchable (`NOT_SWITCHABLE` otherwise).
+    pub fn visible_devices(&self, user: &str, action: Action, active_org: Option<&str>) -> Result<Vec<&str>> {
+        let slots = self.visible_slots(user, action, active_org)?;
+        Ok(slots.into_iter().map(|d| self.ix.device_name(d)).collect())
+    }
+
+    /// The device slots of `visible_devices`, ascending by id.
+    pub(crate) fn visible_slots(&self, user: &str, action: Action, active_org: Option<&str>) -> Result<Vec<u32>> {
+        let ix = &self.ix;
+        let active = match active_org {
+            None => None,
+            Some(a) => {
+                if !self.is_switchable(user, a) {
+                    return Err(Error::new(
+                        ErrorCode::NotSwitchable,
+                        format!("org `{a}` is not switchable for user `{user}`"),
+                    ));
+                }
+                ix.org_ids.get(a)
+            }
+        };
+        let Some(u) = self.active_user(user) else { return Ok(Vec::new()) };
+        let grants = self.grants(u, action, active);
+        Ok(self.collect(u, &grants))
+    }
+
+    fn grants(&self, u: u32, action: Action, active: Option<u32>) -> Grants {
+        let ix = &self.ix;
+        let orgp = action.org_permission();
+        let ownp = action.own_permission();
+        let mut g = Grants::default();
+        for m in ix.mems(u) {
+            if m.perms.has(orgp) {
+                g.orgs.push((m.org, m.perms.has(Permission::OrgsSwitch)));
+            } else if m.perms.has(ownp) {
+                g.own.push(m.org);
+            }
+        }
+        if let Some(a) = active {
+            g.orgs = g
+                .orgs
+                .into_iter()
+                .filter_map(|(o, sub)| {
+                    if sub && ix.in_subtree(a, o) {
+                        Some((a, true))
+                    } else if ix.in_subtree(o, a) {
+                        Some((o, sub))
+                    } else {
+                        None
+                    }
+                })
+                .collect();
+            g.own.retain(|o| ix.in_subtree(*o, a));
+        }
+        // Make the grants disjoint: one per org (a subtree grant wins), none below a subtree grant.
+        g.orgs.sort_unstable_by_key(|&(o, sub)| (o, !sub));
+        g.orgs.dedup_by_key(|&mut (o, _)| o);
+        let all = g.orgs.clone();
+        let below_subtree = |o: u32| all.iter().any(|&(h, sub)| sub && ix.strictly_below(o, h));
+        g.orgs.retain(|&(o, _)| !below_subtree(o));
+        g.own.retain(|&o| !below_subtree(o) && !all.iter().any(|&(h, _)| h == o));
+        g
+    }
+
+    fn collect(&self, u: u32, g: &Grants) -> Vec<u32> {
+        let ix = &self.ix;
+        let mut orgs: Vec<u32> = Vec::new();
+        for &(o, sub) in &g.orgs {
+            if sub {
+                let tree = ix.subtree(o);
+                let mut i = 0usize;
+                while let Some(&x) = tree.get(i) {
+                    let d = ix.der(x);
+                    if d.eff_suspended {
+                        i += (d.post - d.pre) as usize + 1;
+                    } else {
+                        orgs.push(x);
+                        i += 1;
+                    }
+                }
+            } else if !ix.der(o).eff_suspended {
+                orgs.push(o);
+            }
+        }
+        let own_ok = |dev: &DeviceData| g.own.contains(&dev.org) && !ix.der(dev.org).eff_suspended;
+        let total: usize = orgs.iter().map(|o| ix.devices_of_org(*o).len()).sum::<usize>()
+            + if g.own.is_empty() { 0 } else { ix.owned_by(u).len() };
+        if total.saturating_mul(4) > ix.by_id.len() {
+            // A large answer: walk the id-ordered list once instead of sorting.
+            let mut flag = vec![0u8; ix.orgs.len()];
+            for o in &orgs {
+                if let Some(f) = flag.get_mut(*o as usize) {
+                    *f = 1;
+                }
+            }
+            let mut out = Vec::with_capacity(total);
+            for &d in &ix.by_id {
+                if let Some(dev) = ix.device(d) {
+                    match flag.get(dev.org as usize) {
+                        Some(1) => out.push(d),
+                        _ if dev.owner == Some(u) && own_ok(dev) => out.push(d),
+                        _ => {}
+                    }
+                }
+            }
+            out
+        } else {
+            let mut out = Vec::with_capacity(total);
+            for o in &orgs {
+                out.extend_from_slice(ix.devices_of_org(*o));
+            }
+            if !g.own.is_empty() {
+                out.extend(ix.owned_by(u).iter().filter(|d| ix.device(**d).is_some_and(own_ok)));
+            }
+            out.sort_unstable_by(|a, b| ix.device_name(*a).cmp(ix.device_name(*b)));
+            out
+        }
+    }
+
+    /// Keeps the ids of `devices` that `user` may view (or control), in input order; unknown ids are dropped.
+    pub fn filter_devices<'a, S: AsRef<str>>(&self, user: &str, devices: &'a [S], action: Action) -> Vec<&'a str> {
+        let ix = &self.ix;
+        let Some(u) = self.active_user(user) else { return Vec::new() };
+        devices
+            .iter()
+            .map(AsRef::as_ref)
+            .filter(|id| {
+                ix.dev_ids
+                    .get(id)
+                    .and_then(|d| ix.device(d))
+                    .is_some_and(|dev| matches!(self.verdict_slots(u, dev, action), Verdict::Allow(..)))
+            })
+            .collect()
+    }
+}
+
+/// Whether membership `m` reaches org `o` (`o` is its org, or below it with `orgs.switch`).
+pub(crate) fn reaches(ix: &Index, m: &Mem, o: u32) -> bool {
+    m.org == o || (m.perms.has(Permission::OrgsSwitch) && ix.strictly_below(o, m.org))
+}

@@ -1,0 +1,155 @@
+//! Deltas of SPEC §4.2: facts that move a snapshot from revision `from` to `to`, applied atomically.
+
+use serde::{Deserialize, Serialize};
+
+use crate::engine::{Change, Engine};
+use crate::error::{Error, ErrorCode, Result};
+use crate::snapshot::{DeviceDoc, Id, MembershipDoc, OrgDoc, SafeInt, UserDoc};
+
+/// The `format` of a delta.
+pub const DELTA_FORMAT: &str = "fleetgate/delta@1";
+
+/// One fact of a delta.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "camelCase", deny_unknown_fields)]
+pub enum Op {
+    /// Insert or replace an org.
+    PutOrg {
+        /// The org.
+        org: OrgDoc,
+    },
+    /// Insert or replace a user.
+    PutUser {
+        /// The user.
+        user: UserDoc,
+    },
+    /// Insert or replace a membership (by user and org).
+    PutMembership {
+        /// The membership.
+        membership: MembershipDoc,
+    },
+    /// Insert or replace a device.
+    PutDevice {
+        /// The device.
+        device: DeviceDoc,
+    },
+    /// Remove an org.
+    RemoveOrg {
+        /// Its id.
+        id: Id,
+    },
+    /// Remove a user.
+    RemoveUser {
+        /// Its id.
+        id: Id,
+    },
+    /// Remove a device.
+    RemoveDevice {
+        /// Its id.
+        id: Id,
+    },
+    /// Remove a membership.
+    RemoveMembership {
+        /// The member.
+        user: Id,
+        /// The org.
+        org: Id,
+    },
+}
+
+/// A delta document.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Delta {
+    /// Always `fleetgate/delta@1`.
+    pub format: String,
+    /// The revision it applies to.
+    pub from: SafeInt,
+    /// The revision it produces (`> from`).
+    pub to: SafeInt,
+    /// The facts, applied in order and checked as a whole.
+    pub ops: Vec<Op>,
+}
+
+impl Delta {
+    /// A delta from `from` to `to` with `ops`.
+    pub fn new(from: u64, to: u64, ops: Vec<Op>) -> Self {
+        Self { format: DELTA_FORMAT.to_owned(), from: SafeInt(from), to: SafeInt(to), ops }
+    }
+
+    /// Parses delta JSON text, checking the schema, the format and `to > from`.
+    pub fn parse(text: &str) -> Result<Self> {
+        let d: Delta = serde_json::from_str(text).map_err(|e| Error::from_json(&e, ErrorCode::InvalidDelta, "delta"))?;
+        d.check()?;
+        Ok(d)
+    }
+
+    /// Parses an already-decoded JSON value.
+    pub fn from_value(value: serde_json::Value) -> Result<Self> {
+        let d: Delta =
+            serde_json::from_value(value).map_err(|e| Error::new(ErrorCode::InvalidDelta, format!("delta: {e}")))?;
+        d.check()?;
+        Ok(d)
+    }
+
+    fn check(&self) -> Result<()> {
+        if self.format != DELTA_FORMAT {
+            return Err(Error::new(
+                ErrorCode::InvalidDelta,
+                format!(
+                    "unknown format `{}` (expected `{DELTA_FORMAT}`)",
+                    crate::snapshot::truncate_for_message(&self.format)
+                ),
+            ));
+        }
+        if self.to <= self.from {
+            return Err(Error::new(
+                ErrorCode::InvalidDelta,
+                format!("`to` ({}) must be greater than `from` ({})", self.to.0, self.from.0),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The delta as JSON text.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
+}
+
+impl Op {
+    fn change(&self) -> Change<'_> {
+        match self {
+            Op::PutOrg { org } => Change::PutOrg(org),
+            Op::PutUser { user } => Change::PutUser(user),
+            Op::PutMembership { membership } => Change::PutMembership(membership),
+            Op::PutDevice { device } => Change::PutDevice(device),
+            Op::RemoveOrg { id } => Change::RemoveOrg(id.as_str()),
+            Op::RemoveUser { id } => Change::RemoveUser(id.as_str()),
+            Op::RemoveDevice { id } => Change::RemoveDevice(id.as_str()),
+            Op::RemoveMembership { user, org } => Change::RemoveMembership(user.as_str(), org.as_str()),
+        }
+    }
+}
+
+impl Engine {
+    /// Applies a delta atomically: on any error the engine answers exactly as before.
+    pub fn apply_delta(&mut self, delta: &Delta) -> Result<()> {
+        delta.check()?;
+        if delta.from.0 != self.revision {
+            return Err(Error::new(
+                ErrorCode::RevisionMismatch,
+                format!("delta is from revision {} but the engine is at revision {}", delta.from.0, self.revision),
+            ));
+        }
+        let changes: Vec<Change<'_>> = delta.ops.iter().map(Op::change).collect();
+        self.apply_changes(&changes)?;
+        self.revision = delta.to.0;
+        Ok(())
+    }
+
+    /// Parses and applies a delta given as JSON text.
+    pub fn apply_delta_json(&mut self, text: &str) -> Result<()> {
+        self.apply_delta(&Delta::parse(text)?)
+    }
+}

@@ -1,0 +1,327 @@
+//! The engine handle: a snapshot compiled into the index, loaded, exported and changed atomically.
+
+use std::collections::BTreeMap;
+
+use crate::error::{Error, ErrorCode, Result};
+use crate::index::{DeviceData, Index, OrgRec, Touched, Undo, UserRec};
+use crate::model::Perms;
+use crate::snapshot::{
+    DeviceDoc, Id, MembershipDoc, OrgDoc, RoleName, SafeInt, SnapshotDoc, UserDoc, SNAPSHOT_FORMAT,
+};
+
+/// A loaded snapshot that answers permission questions (SPEC §3) and applies deltas (SPEC §4.2).
+#[derive(Debug, Clone)]
+pub struct Engine {
+    pub(crate) ix: Index,
+    pub(crate) revision: u64,
+    pub(crate) viewer: Option<Id>,
+    pub(crate) issued_at: Option<u64>,
+    pub(crate) expires_at: Option<u64>,
+}
+
+/// One change to the stored facts (the vocabulary of deltas).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Change<'a> {
+    PutOrg(&'a OrgDoc),
+    PutUser(&'a UserDoc),
+    PutMembership(&'a MembershipDoc),
+    PutDevice(&'a DeviceDoc),
+    RemoveOrg(&'a str),
+    RemoveUser(&'a str),
+    RemoveDevice(&'a str),
+    RemoveMembership(&'a str, &'a str),
+}
+
+/// Converts a JSON role table into closed permission sets.
+pub(crate) fn role_table(org: &OrgDoc) -> Result<Option<crate::index::RoleTable>> {
+    let Some(roles) = &org.roles else { return Ok(None) };
+    let mut table = BTreeMap::new();
+    for (role, list) in roles {
+        let perms = Perms::parse_list(list).map_err(|bad| {
+            Error::new(
+                ErrorCode::UnknownPermission,
+                format!(
+                    "unknown permission `{}` in role `{role}` of org `{}`",
+                    crate::snapshot::truncate_for_message(&bad),
+                    org.id
+                ),
+            )
+        })?;
+        table.insert(role.clone(), perms);
+    }
+    Ok(Some(table))
+}
+
+impl Engine {
+    /// Loads a snapshot from JSON text (SPEC §4.1), checking schema and invariants.
+    pub fn from_json(text: &str) -> Result<Self> {
+        Self::from_doc(&SnapshotDoc::parse(text)?)
+    }
+
+    /// Loads a parsed snapshot, checking invariants I1–I3 and duplicate ids.
+    pub fn from_doc(doc: &SnapshotDoc) -> Result<Self> {
+        let mut ix = Index::new_bulk();
+        for org in &doc.orgs {
+            let o = ix.intern_org(org.id.as_str());
+            let rec = org_rec(&mut ix, org)?;
+            if ix.set_org(o, Some(rec)).is_some() {
+                return Err(Error::new(ErrorCode::DuplicateId, format!("duplicate org id `{}`", org.id)));
+            }
+        }
+        for user in &doc.users {
+            let u = ix.intern_user(user.id.as_str());
+            if ix.set_user(u, Some(user_rec(user))).is_some() {
+                return Err(Error::new(ErrorCode::DuplicateId, format!("duplicate user id `{}`", user.id)));
+            }
+        }
+        for m in &doc.memberships {
+            let u = ix.intern_user(m.user.as_str());
+            let o = ix.intern_org(m.org.as_str());
+            if ix.set_membership(u, o, Some(m.role.clone())).is_some() {
+                return Err(Error::new(
+                    ErrorCode::DuplicateId,
+                    format!("duplicate membership of user `{}` in org `{}`", m.user, m.org),
+                ));
+            }
+        }
+        for dev in &doc.devices {
+            let d = ix.intern_device(dev.id.as_str());
+            let data = device_data(&mut ix, dev);
+            if ix.set_device(d, Some(data)).is_some() {
+                return Err(Error::new(ErrorCode::DuplicateId, format!("duplicate device id `{}`", dev.id)));
+            }
+        }
+        ix.finish_bulk();
+        ix.settle(&Touched { all: true, ..Touched::default() })?;
+        Ok(Self {
+            ix,
+            revision: doc.revision.0,
+            viewer: doc.viewer.clone(),
+            issued_at: doc.issued_at.map(|s| s.0),
+            expires_at: doc.expires_at.map(|s| s.0),
+        })
+    }
+
+    /// The snapshot's revision.
+    pub fn revision(&self) -> u64 {
+        self.revision
+    }
+
+    /// The viewer a projected snapshot was made for, `None` for a full snapshot.
+    pub fn viewer(&self) -> Option<&str> {
+        self.viewer.as_ref().map(Id::as_str)
+    }
+
+    /// Unix seconds when the snapshot was issued, if it says.
+    pub fn issued_at(&self) -> Option<u64> {
+        self.issued_at
+    }
+
+    /// Unix seconds after which the snapshot must not be used, if it says.
+    pub fn expires_at(&self) -> Option<u64> {
+        self.expires_at
+    }
+
+    /// Counts of (orgs, users, memberships, devices).
+    pub fn counts(&self) -> (usize, usize, usize, usize) {
+        (self.ix.org_count, self.ix.user_count, self.ix.membership_count, self.ix.device_count)
+    }
+
+    /// The snapshot as its JSON document: every list in ascending id order, defaults explicit.
+    pub fn to_doc(&self) -> SnapshotDoc {
+        let ix = &self.ix;
+        let mut orgs: Vec<OrgDoc> = (0..ix.orgs.len() as u32).filter_map(|o| self.org_doc(o)).collect();
+        orgs.sort_unstable_by(|a, b| a.id.cmp(&b.id));
+        let mut users: Vec<UserDoc> = (0..ix.users.len() as u32).filter_map(|u| self.user_doc(u)).collect();
+        users.sort_unstable_by(|a, b| a.id.cmp(&b.id));
+        let mut memberships: Vec<MembershipDoc> = Vec::with_capacity(ix.membership_count);
+        for u in 0..ix.user_mems.len() as u32 {
+            for m in ix.mems(u) {
+                memberships.extend(self.membership_doc(u, m.org, &m.role));
+            }
+        }
+        memberships.sort_unstable_by(|a, b| (&a.user, &a.org).cmp(&(&b.user, &b.org)));
+        let devices = ix.by_id.iter().filter_map(|d| self.device_doc(*d)).collect();
+        SnapshotDoc {
+            format: SNAPSHOT_FORMAT.to_owned(),
+            revision: SafeInt(self.revision),
+            viewer: self.viewer.clone(),
+            issued_at: self.issued_at.map(SafeInt),
+            expires_at: self.expires_at.map(SafeInt),
+            orgs,
+            users,
+            memberships,
+            devices,
+        }
+    }
+
+    /// The snapshot as JSON text.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(&self.to_doc()).unwrap_or_default()
+    }
+
+    pub(crate) fn org_doc(&self, o: u32) -> Option<OrgDoc> {
+        let rec = self.ix.org(o)?;
+        Some(OrgDoc {
+            id: Id::new(self.ix.org_name(o)).ok()?,
+            name: rec.name.clone(),
+            parent: rec.parent.and_then(|p| Id::new(self.ix.org_name(p)).ok()),
+            plan: rec.plan,
+            suspended: rec.suspended,
+            roles: rec.roles.as_ref().map(|t| {
+                t.iter()
+                    .map(|(k, v)| (k.clone(), v.names().into_iter().map(str::to_owned).collect()))
+                    .collect()
+            }),
+        })
+    }
+
+    pub(crate) fn user_doc(&self, u: u32) -> Option<UserDoc> {
+        let rec = self.ix.user(u)?;
+        Some(UserDoc {
+            id: Id::new(self.ix.user_name(u)).ok()?,
+            email: rec.email.clone(),
+            name: rec.name.clone(),
+            status: rec.status,
+        })
+    }
+
+    pub(crate) fn membership_doc(&self, u: u32, o: u32, role: &RoleName) -> Option<MembershipDoc> {
+        Some(MembershipDoc {
+            user: Id::new(self.ix.user_name(u)).ok()?,
+            org: Id::new(self.ix.org_name(o)).ok()?,
+            role: role.clone(),
+        })
+    }
+
+    pub(crate) fn device_doc(&self, d: u32) -> Option<DeviceDoc> {
+        let dev = self.ix.device(d)?;
+        Some(DeviceDoc {
+            id: Id::new(self.ix.device_name(d)).ok()?,
+            name: dev.name.clone(),
+            org: Id::new(self.ix.org_name(dev.org)).ok()?,
+            owner: dev.owner.and_then(|u| Id::new(self.ix.user_name(u)).ok()),
+        })
+    }
+
+    /// Applies `changes` in order, then checks invariants on the result. On any error the
+    /// engine is restored exactly (ids first seen by the batch are forgotten again).
+    pub(crate) fn apply_changes(&mut self, changes: &[Change<'_>]) -> Result<()> {
+        let marks = self.ix.marks();
+        let mut undo: Vec<Undo> = Vec::with_capacity(changes.len());
+        let mut touched = Touched::default();
+        let mut result = Ok(());
+        for change in changes {
+            result = self.apply_change(change, &mut undo, &mut touched);
+            if result.is_err() {
+                break;
+            }
+        }
+        if result.is_ok() {
+            result = self.ix.settle(&touched);
+        }
+        if result.is_err() {
+            for step in undo.into_iter().rev() {
+                self.ix.undo(step);
+            }
+            self.ix.truncate_to(marks);
+            // The state is the previous valid one again: re-deriving cannot fail.
+            let _ = self.ix.settle(&touched);
+        }
+        result
+    }
+
+    fn apply_change(&mut self, change: &Change<'_>, undo: &mut Vec<Undo>, t: &mut Touched) -> Result<()> {
+        let ix = &mut self.ix;
+        match change {
+            Change::PutOrg(doc) => {
+                let o = ix.intern_org(doc.id.as_str());
+                let rec = org_rec(ix, doc)?;
+                let old = ix.set_org(o, Some(rec));
+                undo.push(Undo::Org(o, old));
+                t.orgs_changed = true;
+            }
+            Change::PutUser(doc) => {
+                let u = ix.intern_user(doc.id.as_str());
+                let old = ix.set_user(u, Some(user_rec(doc)));
+                undo.push(Undo::User(u, old));
+            }
+            Change::PutMembership(doc) => {
+                let u = ix.intern_user(doc.user.as_str());
+                let o = ix.intern_org(doc.org.as_str());
+                let old = ix.set_membership(u, o, Some(doc.role.clone()));
+                undo.push(Undo::Membership(u, o, old));
+                t.memberships.push((u, o));
+            }
+            Change::PutDevice(doc) => {
+                let d = ix.intern_device(doc.id.as_str());
+                let data = device_data(ix, doc);
+                let old = ix.set_device(d, Some(data));
+                undo.push(Undo::Device(d, old));
+                t.devices.push(d);
+            }
+            Change::RemoveOrg(id) => {
+                let o = ix.org_ids.get(id).filter(|o| ix.org_present(*o)).ok_or_else(|| unknown("org", id))?;
+                let old = ix.set_org(o, None);
+                undo.push(Undo::Org(o, old));
+                t.orgs_changed = true;
+                t.orgs_removed.push(o);
+            }
+            Change::RemoveUser(id) => {
+                let u = ix.user_ids.get(id).filter(|u| ix.user(*u).is_some()).ok_or_else(|| unknown("user", id))?;
+                let old = ix.set_user(u, None);
+                undo.push(Undo::User(u, old));
+                t.users_removed.push(u);
+            }
+            Change::RemoveDevice(id) => {
+                let d =
+                    ix.dev_ids.get(id).filter(|d| ix.device(*d).is_some()).ok_or_else(|| unknown("device", id))?;
+                let old = ix.set_device(d, None);
+                undo.push(Undo::Device(d, old));
+            }
+            Change::RemoveMembership(user, org) => {
+                let found = match (ix.user_ids.get(user), ix.org_ids.get(org)) {
+                    (Some(u), Some(o)) if ix.mem(u, o).is_some() => Some((u, o)),
+                    _ => None,
+                };
+                let (u, o) = found.ok_or_else(|| {
+                    Error::new(
+                        ErrorCode::UnknownReference,
+                        format!("unknown membership of user `{user}` in org `{org}`"),
+                    )
+                })?;
+                let old = ix.set_membership(u, o, None);
+                undo.push(Undo::Membership(u, o, old));
+                t.memberships.push((u, o));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn unknown(kind: &str, id: &str) -> Error {
+    Error::new(ErrorCode::UnknownReference, format!("unknown {kind} `{id}`"))
+}
+
+fn org_rec(ix: &mut Index, doc: &OrgDoc) -> Result<OrgRec> {
+    let roles = role_table(doc)?;
+    Ok(OrgRec {
+        name: doc.name.clone(),
+        parent: doc.parent.as_ref().map(|p| ix.intern_org(p.as_str())),
+        plan: doc.plan,
+        suspended: doc.suspended,
+        roles,
+    })
+}
+
+fn user_rec(doc: &UserDoc) -> UserRec {
+    UserRec { email: doc.email.clone(), name: doc.name.clone(), status: doc.status }
+}
+
+fn device_data(ix: &mut Index, doc: &DeviceDoc) -> DeviceData {
+    DeviceData {
+        name: doc.name.clone(),
+        org: ix.intern_org(doc.org.as_str()),
+        owner: doc.owner.as_ref().map(|o| ix.intern_user(o.as_str())),
+    }
+}

@@ -1,0 +1,22 @@
+//! fleetgate: the permission engine for multi-tenant IoT fleets.
+//!
+//! Organizations nest into sub-organizations; users hold roles made of permissions in
+//! memberships; devices belong to one organization and optionally one owner. One [`Engine`]
+//! loads a snapshot (SPEC §4.1), answers who may view or control what (SPEC §3), applies
+//! deltas atomically (SPEC §4.2), decides commands (SPEC §5) and projects per-viewer
+//! snapshots (SPEC §4.3). The same crate runs natively (server, CLI) and as WebAssembly.
+
+pub mod decide;
+pub mod delta;
+pub mod engine;
+pub mod error;
+mod index;
+pub mod model;
+pub mod snapshot;
+
+pub use decide::{Code, Decision};
+pub use delta::{Delta, Op};
+pub use engine::Engine;
+pub use error::{Error, ErrorCode, Result};
+pub use model::{Action, Permission, Perms, Plan, Status};
+pub use snapshot::SnapshotDoc;

@@ -1,0 +1,99 @@
+//! Replays every conformance vector in `tests/vectors/*.json` against the native engine.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+
+use std::path::Path;
+
+use fleetgate::{Action, Engine, Error};
+use serde_json::{json, Value};
+
+fn s(v: &Value) -> &str {
+    v.as_str().unwrap_or("\u{0}not-a-string")
+}
+
+fn strings(v: &Value) -> Vec<String> {
+    v.as_array().map(|a| a.iter().map(|x| s(x).to_owned()).collect()).unwrap_or_default()
+}
+
+fn action(v: Option<&Value>) -> Action {
+    v.and_then(Value::as_str).and_then(Action::parse).unwrap_or(Action::View)
+}
+
+/// Runs one call; returns its JSON result or the error.
+fn call(engine: &mut Option<Engine>, name: &str, args: &[Value]) -> Result<Value, Error> {
+    let arg = |i: usize| args.get(i).cloned().unwrap_or(Value::Null);
+    if name == "fromJson" {
+        let e = Engine::from_json(&arg(0).to_string())?;
+        return Ok(json!(e.revision()));
+    }
+    let Some(e) = engine.as_mut() else { panic!("no snapshot loaded for call {name}") };
+    Ok(match name {
+        "revision" => json!(e.revision()),
+        "canView" => json!(e.can_view(s(&arg(0)), s(&arg(1)))),
+        "canControl" => json!(e.can_control(s(&arg(0)), s(&arg(1)))),
+        "explain" => serde_json::to_value(e.explain(s(&arg(0)), s(&arg(1)), action(args.get(2)))).unwrap(),
+        "visibleDevices" => {
+            let opts = arg(1);
+            let list = e.visible_devices(s(&arg(0)), action(opts.get("action")), opts.get("activeOrg").and_then(Value::as_str))?;
+            json!(list)
+        }
+        "filterDevices" => json!(e.filter_devices(s(&arg(0)), &strings(&arg(1)), action(args.get(2)))),
+        "switchableOrgs" => json!(e.switchable_orgs(s(&arg(0)))),
+        "permissionsIn" => json!(e.permissions_in(s(&arg(0)), s(&arg(1))).names()),
+        "applyDelta" => {
+            e.apply_delta_json(&arg(0).to_string())?;
+            Value::Null
+        }
+        "toJson" => serde_json::to_value(e.to_doc()).unwrap(),
+        other => panic!("unknown call `{other}`"),
+    })
+}
+
+fn replay(path: &Path) -> usize {
+    let text = std::fs::read_to_string(path).unwrap();
+    let file: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let mut engine = match file.get("snapshot") {
+        Some(Value::Null) | None => None,
+        Some(snap) => Some(Engine::from_json(&snap.to_string()).unwrap_or_else(|e| panic!("{}: {e}", path.display()))),
+    };
+    let cases = file["cases"].as_array().unwrap();
+    for (i, case) in cases.iter().enumerate() {
+        let name = case["call"].as_str().unwrap();
+        let args = case.get("args").and_then(Value::as_array).cloned().unwrap_or_default();
+        let before = engine.as_ref().map(Engine::to_json);
+        let got = call(&mut engine, name, &args);
+        let at = format!("{} case {i} ({name} {})", path.display(), case.get("name").and_then(Value::as_str).unwrap_or(""));
+        match (got, case.get("error")) {
+            (Ok(v), None) => {
+                if let Some(want) = case.get("expect") {
+                    assert_eq!(&v, want, "{at}");
+                }
+            }
+            (Ok(v), Some(code)) => panic!("{at}: expected error {code}, got {v}"),
+            (Err(e), None) => panic!("{at}: unexpected error {e}"),
+            (Err(e), Some(code)) => {
+                assert_eq!(e.code(), code.as_str().unwrap(), "{at}: {e}");
+                if let Some(m) = case.get("errorMentions").and_then(Value::as_str) {
+                    assert!(e.message().contains(m), "{at}: message `{}` does not mention `{m}`", e.message());
+                }
+                // A failed call leaves the engine exactly as it was.
+                assert_eq!(engine.as_ref().map(Engine::to_json), before, "{at}: state changed by a failed call");
+            }
+        }
+    }
+    cases.len()
+}
+
+#[test]
+fn conformance_vectors() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/vectors");
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .collect();
+    files.sort();
+    assert!(!files.is_empty(), "no vectors in {}", dir.display());
+    let total: usize = files.iter().map(|f| replay(f)).sum();
+    println!("replayed {total} vector cases from {} files", files.len());
+    assert!(total >= 150, "only {total} vector cases");
+}
