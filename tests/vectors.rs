@@ -14,6 +14,11 @@ fn strings(v: &Value) -> Vec<String> {
     v.as_array().map(|a| a.iter().map(|x| s(x).to_owned()).collect()).unwrap_or_default()
 }
 
+/// A JSON argument as text: a string is raw text (possibly malformed), anything else is serialized.
+fn text(v: &Value) -> String {
+    v.as_str().map_or_else(|| v.to_string(), str::to_owned)
+}
+
 fn action(v: Option<&Value>) -> Action {
     v.and_then(Value::as_str).and_then(Action::parse).unwrap_or(Action::View)
 }
@@ -22,7 +27,7 @@ fn action(v: Option<&Value>) -> Action {
 fn call(engine: &mut Option<Engine>, name: &str, args: &[Value]) -> Result<Value, Error> {
     let arg = |i: usize| args.get(i).cloned().unwrap_or(Value::Null);
     if name == "fromJson" {
-        let e = Engine::from_json(&arg(0).to_string())?;
+        let e = Engine::from_json(&text(&arg(0)))?;
         return Ok(json!(e.revision()));
     }
     let Some(e) = engine.as_mut() else { panic!("no snapshot loaded for call {name}") };
@@ -40,7 +45,7 @@ fn call(engine: &mut Option<Engine>, name: &str, args: &[Value]) -> Result<Value
         "switchableOrgs" => json!(e.switchable_orgs(s(&arg(0)))),
         "permissionsIn" => json!(e.permissions_in(s(&arg(0)), s(&arg(1))).names()),
         "applyDelta" => {
-            e.apply_delta_json(&arg(0).to_string())?;
+            e.apply_delta_json(&text(&arg(0)))?;
             Value::Null
         }
         "toJson" => serde_json::to_value(e.to_doc()).unwrap(),
