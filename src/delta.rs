@@ -79,7 +79,8 @@ impl Delta {
 
     /// Parses delta JSON text, checking the schema, the format and `to > from`.
     pub fn parse(text: &str) -> Result<Self> {
-        let d: Delta = serde_json::from_str(text).map_err(|e| Error::from_json(&e, ErrorCode::InvalidDelta, "delta"))?;
+        let d: Delta =
+            serde_json::from_str(text).map_err(|e| Error::from_json(&e, ErrorCode::InvalidDelta, "delta"))?;
         d.check()?;
         Ok(d)
     }

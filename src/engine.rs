@@ -5,9 +5,7 @@ use std::collections::BTreeMap;
 use crate::error::{Error, ErrorCode, Result};
 use crate::index::{DeviceData, Index, OrgRec, Touched, Undo, UserRec};
 use crate::model::Perms;
-use crate::snapshot::{
-    DeviceDoc, Id, MembershipDoc, OrgDoc, RoleName, SafeInt, SnapshotDoc, UserDoc, SNAPSHOT_FORMAT,
-};
+use crate::snapshot::{DeviceDoc, Id, MembershipDoc, OrgDoc, RoleName, SafeInt, SnapshotDoc, UserDoc, SNAPSHOT_FORMAT};
 
 /// A loaded snapshot that answers permission questions (SPEC §3) and applies deltas (SPEC §4.2).
 #[derive(Debug, Clone)]
@@ -55,11 +53,11 @@ pub(crate) fn role_table(org: &OrgDoc) -> Result<Option<crate::index::RoleTable>
 impl Engine {
     /// Loads a snapshot from JSON text (SPEC §4.1), checking schema and invariants.
     pub fn from_json(text: &str) -> Result<Self> {
-        Self::from_doc(&SnapshotDoc::parse(text)?)
+        Self::from_doc(SnapshotDoc::parse(text)?)
     }
 
     /// Loads a parsed snapshot, checking invariants I1–I3 and duplicate ids.
-    pub fn from_doc(doc: &SnapshotDoc) -> Result<Self> {
+    pub fn from_doc(doc: SnapshotDoc) -> Result<Self> {
         let mut ix = Index::new_bulk();
         for org in &doc.orgs {
             let o = ix.intern_org(org.id.as_str());
@@ -68,9 +66,10 @@ impl Engine {
                 return Err(Error::new(ErrorCode::DuplicateId, format!("duplicate org id `{}`", org.id)));
             }
         }
-        for user in &doc.users {
+        for user in doc.users {
             let u = ix.intern_user(user.id.as_str());
-            if ix.set_user(u, Some(user_rec(user))).is_some() {
+            let rec = UserRec { email: user.email, name: user.name, status: user.status };
+            if ix.set_user(u, Some(rec)).is_some() {
                 return Err(Error::new(ErrorCode::DuplicateId, format!("duplicate user id `{}`", user.id)));
             }
         }
@@ -84,10 +83,11 @@ impl Engine {
                 ));
             }
         }
-        for dev in &doc.devices {
+        for dev in doc.devices {
             let d = ix.intern_device(dev.id.as_str());
-            let data = device_data(&mut ix, dev);
-            if ix.set_device(d, Some(data)).is_some() {
+            let org = ix.intern_org(dev.org.as_str());
+            let owner = dev.owner.as_ref().map(|o| ix.intern_user(o.as_str()));
+            if ix.set_device(d, Some(DeviceData { name: dev.name, org, owner })).is_some() {
                 return Err(Error::new(ErrorCode::DuplicateId, format!("duplicate device id `{}`", dev.id)));
             }
         }
@@ -96,7 +96,7 @@ impl Engine {
         Ok(Self {
             ix,
             revision: doc.revision.0,
-            viewer: doc.viewer.clone(),
+            viewer: doc.viewer,
             issued_at: doc.issued_at.map(|s| s.0),
             expires_at: doc.expires_at.map(|s| s.0),
         })
@@ -137,7 +137,7 @@ impl Engine {
         let mut memberships: Vec<MembershipDoc> = Vec::with_capacity(ix.membership_count);
         for u in 0..ix.user_mems.len() as u32 {
             for m in ix.mems(u) {
-                memberships.extend(self.membership_doc(u, m.org, &m.role));
+                memberships.push(self.membership_doc(u, m.org, &m.role));
             }
         }
         memberships.sort_unstable_by(|a, b| (&a.user, &a.org).cmp(&(&b.user, &b.org)));
@@ -163,15 +163,13 @@ impl Engine {
     pub(crate) fn org_doc(&self, o: u32) -> Option<OrgDoc> {
         let rec = self.ix.org(o)?;
         Some(OrgDoc {
-            id: Id::new(self.ix.org_name(o)).ok()?,
+            id: Id::trusted(self.ix.org_name(o).to_owned()),
             name: rec.name.clone(),
-            parent: rec.parent.and_then(|p| Id::new(self.ix.org_name(p)).ok()),
+            parent: rec.parent.map(|p| Id::trusted(self.ix.org_name(p).to_owned())),
             plan: rec.plan,
             suspended: rec.suspended,
             roles: rec.roles.as_ref().map(|t| {
-                t.iter()
-                    .map(|(k, v)| (k.clone(), v.names().into_iter().map(str::to_owned).collect()))
-                    .collect()
+                t.iter().map(|(k, v)| (k.clone(), v.names().into_iter().map(str::to_owned).collect())).collect()
             }),
         })
     }
@@ -179,28 +177,28 @@ impl Engine {
     pub(crate) fn user_doc(&self, u: u32) -> Option<UserDoc> {
         let rec = self.ix.user(u)?;
         Some(UserDoc {
-            id: Id::new(self.ix.user_name(u)).ok()?,
+            id: Id::trusted(self.ix.user_name(u).to_owned()),
             email: rec.email.clone(),
             name: rec.name.clone(),
             status: rec.status,
         })
     }
 
-    pub(crate) fn membership_doc(&self, u: u32, o: u32, role: &RoleName) -> Option<MembershipDoc> {
-        Some(MembershipDoc {
-            user: Id::new(self.ix.user_name(u)).ok()?,
-            org: Id::new(self.ix.org_name(o)).ok()?,
+    pub(crate) fn membership_doc(&self, u: u32, o: u32, role: &RoleName) -> MembershipDoc {
+        MembershipDoc {
+            user: Id::trusted(self.ix.user_name(u).to_owned()),
+            org: Id::trusted(self.ix.org_name(o).to_owned()),
             role: role.clone(),
-        })
+        }
     }
 
     pub(crate) fn device_doc(&self, d: u32) -> Option<DeviceDoc> {
         let dev = self.ix.device(d)?;
         Some(DeviceDoc {
-            id: Id::new(self.ix.device_name(d)).ok()?,
+            id: Id::trusted(self.ix.device_name(d).to_owned()),
             name: dev.name.clone(),
-            org: Id::new(self.ix.org_name(dev.org)).ok()?,
-            owner: dev.owner.and_then(|u| Id::new(self.ix.user_name(u)).ok()),
+            org: Id::trusted(self.ix.org_name(dev.org).to_owned()),
+            owner: dev.owner.map(|u| Id::trusted(self.ix.user_name(u).to_owned())),
         })
     }
 
@@ -274,8 +272,7 @@ impl Engine {
                 t.users_removed.push(u);
             }
             Change::RemoveDevice(id) => {
-                let d =
-                    ix.dev_ids.get(id).filter(|d| ix.device(*d).is_some()).ok_or_else(|| unknown("device", id))?;
+                let d = ix.dev_ids.get(id).filter(|d| ix.device(*d).is_some()).ok_or_else(|| unknown("device", id))?;
                 let old = ix.set_device(d, None);
                 undo.push(Undo::Device(d, old));
             }

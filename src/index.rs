@@ -7,7 +7,10 @@
 
 use std::collections::BTreeMap;
 
-use rustc_hash::FxHashMap;
+use std::hash::BuildHasher;
+
+use hashbrown::HashTable;
+use rustc_hash::FxBuildHasher;
 
 use crate::error::{Error, ErrorCode, Result};
 use crate::model::{builtin_role, Perms, Plan, Status, ADMIN_ROLE, MAX_DEPTH};
@@ -16,45 +19,67 @@ use crate::snapshot::RoleName;
 /// Marks "no slot" in `u32` slot fields.
 pub(crate) const NONE: u32 = u32::MAX;
 
-/// Maps id strings to dense slot numbers and back.
+/// Maps id strings to dense slot numbers and back. Names live in one arena string, so that
+/// interning allocates nothing per id.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Interner {
-    map: FxHashMap<Box<str>, u32>,
-    names: Vec<Box<str>>,
+    table: HashTable<u32>,
+    arena: String,
+    spans: Vec<(u32, u32)>,
+}
+
+fn hash_str(s: &str) -> u64 {
+    FxBuildHasher.hash_one(s)
 }
 
 impl Interner {
     pub(crate) fn get(&self, s: &str) -> Option<u32> {
-        self.map.get(s).copied()
+        self.table.find(hash_str(s), |&i| self.name(i) == s).copied()
     }
 
     pub(crate) fn intern(&mut self, s: &str) -> u32 {
-        if let Some(i) = self.map.get(s) {
-            return *i;
+        let h = hash_str(s);
+        if let Some(&i) = self.table.find(h, |&i| name_in(&self.arena, &self.spans, i) == s) {
+            return i;
         }
-        // INVARIANT: fewer than u32::MAX ids (ids are bounded by the input size).
-        let i = u32::try_from(self.names.len()).unwrap_or(NONE - 1);
-        self.names.push(s.into());
-        self.map.insert(s.into(), i);
+        // INVARIANT: fewer than u32::MAX ids and arena bytes (both bounded by the input size).
+        let i = u32::try_from(self.spans.len()).unwrap_or(NONE - 1);
+        let start = u32::try_from(self.arena.len()).unwrap_or(u32::MAX);
+        self.arena.push_str(s);
+        self.spans.push((start, s.len() as u32));
+        let (arena, spans) = (&self.arena, &self.spans);
+        self.table.insert_unique(h, i, |&j| hash_str(name_in(arena, spans, j)));
         i
     }
 
     pub(crate) fn name(&self, i: u32) -> &str {
-        self.names.get(i as usize).map_or("", |s| s)
+        name_in(&self.arena, &self.spans, i)
     }
 
     pub(crate) fn len(&self) -> usize {
-        self.names.len()
+        self.spans.len()
     }
 
     /// Forgets every id interned at or after `len`.
     pub(crate) fn truncate(&mut self, len: usize) {
-        while self.names.len() > len {
-            if let Some(name) = self.names.pop() {
-                self.map.remove(&name);
+        while self.spans.len() > len {
+            let i = (self.spans.len() - 1) as u32;
+            let h = hash_str(self.name(i));
+            if let Ok(entry) = self.table.find_entry(h, |&j| j == i) {
+                entry.remove();
+            }
+            if let Some((start, _)) = self.spans.pop() {
+                self.arena.truncate(start as usize);
             }
         }
     }
+}
+
+fn name_in<'a>(arena: &'a str, spans: &[(u32, u32)], i: u32) -> &'a str {
+    spans
+        .get(i as usize)
+        .and_then(|&(start, len)| arena.get(start as usize..start as usize + len as usize))
+        .unwrap_or("")
 }
 
 /// A role table entry: the closed permission set a role has in an org.
@@ -177,7 +202,7 @@ pub(crate) struct Index {
     pub membership_count: usize,
 }
 
-fn vec_at<T>(v: &mut Vec<T>, i: u32) -> Option<&mut T> {
+fn vec_at<T>(v: &mut [T], i: u32) -> Option<&mut T> {
     v.get_mut(i as usize)
 }
 
@@ -232,10 +257,6 @@ impl Index {
 
     pub(crate) fn owned_by(&self, u: u32) -> &[u32] {
         self.owned.get(u as usize).map_or(&[], Vec::as_slice)
-    }
-
-    pub(crate) fn children_of(&self, o: u32) -> &[u32] {
-        self.children.get(o as usize).map_or(&[], Vec::as_slice)
     }
 
     /// The present orgs of the subtree of `o` (itself first), in pre-order.
@@ -338,7 +359,7 @@ impl Index {
 
     pub(crate) fn set_org(&mut self, o: u32, rec: Option<OrgRec>) -> Option<OrgRec> {
         self.ensure_org_slot(o);
-        let Some(slot) = vec_at(&mut self.orgs, o) else { return None };
+        let slot = vec_at(&mut self.orgs, o)?;
         let old = std::mem::replace(slot, rec);
         match (&old, slot.is_some()) {
             (None, true) => self.org_count += 1,
@@ -350,7 +371,7 @@ impl Index {
 
     pub(crate) fn set_user(&mut self, u: u32, rec: Option<UserRec>) -> Option<UserRec> {
         self.ensure_user_slot(u);
-        let Some(slot) = vec_at(&mut self.users, u) else { return None };
+        let slot = vec_at(&mut self.users, u)?;
         let old = std::mem::replace(slot, rec);
         match (&old, slot.is_some()) {
             (None, true) => self.user_count += 1,
@@ -364,7 +385,7 @@ impl Index {
     pub(crate) fn set_membership(&mut self, u: u32, o: u32, role: Option<RoleName>) -> Option<RoleName> {
         self.ensure_user_slot(u);
         self.ensure_org_slot(o);
-        let Some(mems) = vec_at(&mut self.user_mems, u) else { return None };
+        let mems = vec_at(&mut self.user_mems, u)?;
         let pos = mems.iter().position(|m| m.org == o);
         let old = match (pos, role) {
             (Some(i), Some(role)) => mems.get_mut(i).map(|m| std::mem::replace(&mut m.role, role)),
@@ -465,8 +486,7 @@ impl Index {
     pub(crate) fn finish_bulk(&mut self) {
         if self.bulk {
             self.bulk = false;
-            let mut by_id: Vec<u32> =
-                (0..self.devices.len() as u32).filter(|d| self.device(*d).is_some()).collect();
+            let mut by_id: Vec<u32> = (0..self.devices.len() as u32).filter(|d| self.device(*d).is_some()).collect();
             by_id.sort_unstable_by(|a, b| self.dev_ids.name(*a).cmp(self.dev_ids.name(*b)));
             self.by_id = by_id;
         }
@@ -619,11 +639,7 @@ impl Index {
         let perms = self.role_perms(o, role.as_str()).ok_or_else(|| {
             Error::new(
                 ErrorCode::UnknownRole,
-                format!(
-                    "role `{role}` of user `{}` is not defined in org `{}`",
-                    self.user_name(u),
-                    self.org_name(o)
-                ),
+                format!("role `{role}` of user `{}` is not defined in org `{}`", self.user_name(u), self.org_name(o)),
             )
         })?;
         if let Some(m) = self.user_mems.get_mut(u as usize).and_then(|ms| ms.iter_mut().find(|m| m.org == o)) {

@@ -10,6 +10,7 @@ pub mod decide;
 pub mod delta;
 pub mod engine;
 pub mod error;
+pub mod generate;
 mod index;
 pub mod model;
 pub mod snapshot;

@@ -34,6 +34,12 @@ impl Id {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// Wraps a string the crate built itself from valid ids.
+    pub(crate) fn trusted(s: String) -> Self {
+        debug_assert!(id_problem(&s).is_none());
+        Self(s)
+    }
 }
 
 impl fmt::Display for Id {
@@ -99,6 +105,11 @@ impl RoleName {
     /// The name as a string slice.
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+
+    /// Wraps a name the crate built itself from valid names.
+    pub(crate) fn trusted(s: String) -> Self {
+        Self(s)
     }
 }
 

@@ -97,7 +97,13 @@ fn random_op(rng: &mut Rng, m: &Model) -> (Value, Option<Model>) {
             } else {
                 m.org(&org).and_then(|o| o.roles.clone())
             };
-            let o = ROrg { id: org.clone(), parent: parent.clone(), suspended: rng.chance(25), plan: "pro".into(), roles: roles.clone() };
+            let o = ROrg {
+                id: org.clone(),
+                parent: parent.clone(),
+                suspended: rng.chance(25),
+                plan: "pro".into(),
+                roles: roles.clone(),
+            };
             next.orgs.retain(|x| x.id != org);
             next.orgs.push(o.clone());
             let mut v = json!({"op": "putOrg", "org": {"id": org, "name": format!("Org {org}"), "parent": parent, "suspended": o.suspended}});
@@ -120,7 +126,8 @@ fn random_op(rng: &mut Rng, m: &Model) -> (Value, Option<Model>) {
             let found = next.users.iter().any(|u| u.id == user);
             next.users.retain(|u| u.id != user);
             // A removed user must not be referenced: the model checks memberships and owners.
-            let dangling = next.memberships.iter().any(|x| x.0 == user) || next.devices.iter().any(|d| d.owner.as_deref() == Some(&user));
+            let dangling = next.memberships.iter().any(|x| x.0 == user)
+                || next.devices.iter().any(|d| d.owner.as_deref() == Some(&user));
             (json!({"op": "removeUser", "id": user}), (found && !dangling).then_some(next))
         }
     }

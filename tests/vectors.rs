@@ -38,7 +38,11 @@ fn call(engine: &mut Option<Engine>, name: &str, args: &[Value]) -> Result<Value
         "explain" => serde_json::to_value(e.explain(s(&arg(0)), s(&arg(1)), action(args.get(2)))).unwrap(),
         "visibleDevices" => {
             let opts = arg(1);
-            let list = e.visible_devices(s(&arg(0)), action(opts.get("action")), opts.get("activeOrg").and_then(Value::as_str))?;
+            let list = e.visible_devices(
+                s(&arg(0)),
+                action(opts.get("action")),
+                opts.get("activeOrg").and_then(Value::as_str),
+            )?;
             json!(list)
         }
         "filterDevices" => json!(e.filter_devices(s(&arg(0)), &strings(&arg(1)), action(args.get(2)))),
@@ -66,7 +70,8 @@ fn replay(path: &Path) -> usize {
         let args = case.get("args").and_then(Value::as_array).cloned().unwrap_or_default();
         let before = engine.as_ref().map(Engine::to_json);
         let got = call(&mut engine, name, &args);
-        let at = format!("{} case {i} ({name} {})", path.display(), case.get("name").and_then(Value::as_str).unwrap_or(""));
+        let at =
+            format!("{} case {i} ({name} {})", path.display(), case.get("name").and_then(Value::as_str).unwrap_or(""));
         match (got, case.get("error")) {
             (Ok(v), None) => {
                 if let Some(want) = case.get("expect") {

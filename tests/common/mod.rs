@@ -8,9 +8,22 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde_json::{json, Value};
 
 pub const PERMS: [&str; 16] = [
-    "devices.add", "devices.org.control", "devices.org.view", "devices.own.control", "devices.own.view",
-    "devices.remove", "devices.transfer", "orgs.create", "orgs.edit", "orgs.switch", "roles.edit",
-    "users.edit", "users.invite", "users.remove", "users.suspend", "users.view",
+    "devices.add",
+    "devices.org.control",
+    "devices.org.view",
+    "devices.own.control",
+    "devices.own.view",
+    "devices.remove",
+    "devices.transfer",
+    "orgs.create",
+    "orgs.edit",
+    "orgs.switch",
+    "roles.edit",
+    "users.edit",
+    "users.invite",
+    "users.remove",
+    "users.suspend",
+    "users.view",
 ];
 
 pub type Set = BTreeSet<&'static str>;
@@ -29,9 +42,16 @@ fn builtin(role: &str) -> Option<Set> {
     match role {
         "Admin" => Some(PERMS.iter().copied().collect()),
         "Staff" => Some(
-            ["devices.org.view", "devices.org.control", "devices.own.view", "devices.own.control", "devices.add", "users.view"]
-                .into_iter()
-                .collect(),
+            [
+                "devices.org.view",
+                "devices.org.control",
+                "devices.own.view",
+                "devices.own.control",
+                "devices.add",
+                "users.view",
+            ]
+            .into_iter()
+            .collect(),
         ),
         "User" => Some(Set::new()),
         _ => None,
@@ -280,20 +300,29 @@ impl Rng {
         self.0
     }
     pub fn below(&mut self, n: usize) -> usize {
-        if n == 0 { 0 } else { (self.next() % n as u64) as usize }
+        if n == 0 {
+            0
+        } else {
+            (self.next() % n as u64) as usize
+        }
     }
     pub fn chance(&mut self, percent: u64) -> bool {
         self.next() % 100 < percent
     }
     pub fn pick<'a, T>(&mut self, items: &'a [T]) -> Option<&'a T> {
-        if items.is_empty() { None } else { items.get(self.below(items.len())) }
+        if items.is_empty() {
+            None
+        } else {
+            items.get(self.below(items.len()))
+        }
     }
 }
 
 pub const ROLES: [&str; 5] = ["Admin", "Staff", "User", "Installer", "Viewer"];
 
 pub fn random_perms(rng: &mut Rng) -> Vec<&'static str> {
-    let device_heavy = ["devices.org.view", "devices.org.control", "devices.own.view", "devices.own.control", "orgs.switch"];
+    let device_heavy =
+        ["devices.org.view", "devices.org.control", "devices.own.view", "devices.own.control", "orgs.switch"];
     let mut out: Vec<&'static str> = device_heavy.iter().copied().filter(|_| rng.chance(40)).collect();
     out.extend(PERMS.iter().copied().filter(|_| rng.chance(15)));
     out.sort();
@@ -330,7 +359,13 @@ pub fn random_world(seed: u64) -> Model {
     }
     let n_users = 1 + rng.below(7);
     for i in 0..n_users {
-        let status = if rng.chance(80) { "active" } else if rng.chance(50) { "pending" } else { "suspended" };
+        let status = if rng.chance(80) {
+            "active"
+        } else if rng.chance(50) {
+            "pending"
+        } else {
+            "suspended"
+        };
         m.users.push(RUser { id: format!("u{i}"), status: status.to_owned() });
     }
     for u in 0..n_users {
