@@ -119,7 +119,7 @@ impl Delta {
 }
 
 impl Op {
-    fn change(&self) -> Change<'_> {
+    pub(crate) fn change(&self) -> Change<'_> {
         match self {
             Op::PutOrg { org } => Change::PutOrg(org),
             Op::PutUser { user } => Change::PutUser(user),

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use crate::error::{Error, ErrorCode, Result};
-use crate::index::{DeviceData, Index, OrgRec, Touched, Undo, UserRec};
+use crate::index::{DeviceData, Index, Marks, OrgRec, Touched, Undo, UserRec};
 use crate::model::Perms;
 use crate::snapshot::{DeviceDoc, Id, MembershipDoc, OrgDoc, RoleName, SafeInt, SnapshotDoc, UserDoc, SNAPSHOT_FORMAT};
 
@@ -15,6 +15,14 @@ pub struct Engine {
     pub(crate) viewer: Option<Id>,
     pub(crate) issued_at: Option<u64>,
     pub(crate) expires_at: Option<u64>,
+}
+
+/// An applied batch of changes, with what reverts it.
+#[derive(Debug)]
+pub(crate) struct Batch {
+    marks: Marks,
+    undo: Vec<Undo>,
+    touched: Touched,
 }
 
 /// One change to the stored facts (the vocabulary of deltas).
@@ -205,28 +213,48 @@ impl Engine {
     /// Applies `changes` in order, then checks invariants on the result. On any error the
     /// engine is restored exactly (ids first seen by the batch are forgotten again).
     pub(crate) fn apply_changes(&mut self, changes: &[Change<'_>]) -> Result<()> {
-        let marks = self.ix.marks();
-        let mut undo: Vec<Undo> = Vec::with_capacity(changes.len());
-        let mut touched = Touched::default();
+        self.apply_batch(changes).map(|_| ())
+    }
+
+    /// Applies a batch and keeps what is needed to revert it.
+    pub(crate) fn apply_batch(&mut self, changes: &[Change<'_>]) -> Result<Batch> {
+        let mut batch =
+            Batch { marks: self.ix.marks(), undo: Vec::with_capacity(changes.len()), touched: Touched::default() };
         let mut result = Ok(());
         for change in changes {
-            result = self.apply_change(change, &mut undo, &mut touched);
+            result = self.apply_change(change, &mut batch.undo, &mut batch.touched);
             if result.is_err() {
                 break;
             }
         }
         if result.is_ok() {
-            result = self.ix.settle(&touched);
+            result = self.ix.settle(&batch.touched);
         }
-        if result.is_err() {
-            for step in undo.into_iter().rev() {
-                self.ix.undo(step);
+        match result {
+            Ok(()) => Ok(batch),
+            Err(e) => {
+                self.revert(batch);
+                Err(e)
             }
-            self.ix.truncate_to(marks);
-            // The state is the previous valid one again: re-deriving cannot fail.
-            let _ = self.ix.settle(&touched);
         }
-        result
+    }
+
+    /// Reverts an applied batch exactly.
+    pub(crate) fn revert(&mut self, batch: Batch) {
+        for step in batch.undo.into_iter().rev() {
+            self.ix.undo(step);
+        }
+        self.ix.truncate_to(batch.marks);
+        // The state is the previous valid one again: re-deriving cannot fail.
+        let _ = self.ix.settle(&batch.touched);
+    }
+
+    /// Runs `f` on the engine as it would be after `changes`, then restores it exactly.
+    pub(crate) fn with_changes<R>(&mut self, changes: &[Change<'_>], f: impl FnOnce(&Engine) -> R) -> Result<R> {
+        let batch = self.apply_batch(changes)?;
+        let out = f(self);
+        self.revert(batch);
+        Ok(out)
     }
 
     fn apply_change(&mut self, change: &Change<'_>, undo: &mut Vec<Undo>, t: &mut Touched) -> Result<()> {

@@ -6,6 +6,7 @@
 //! deltas atomically (SPEC §4.2), decides commands (SPEC §5) and projects per-viewer
 //! snapshots (SPEC §4.3). The same crate runs natively (server, CLI) and as WebAssembly.
 
+pub mod command;
 pub mod decide;
 pub mod delta;
 pub mod engine;
@@ -13,8 +14,11 @@ pub mod error;
 pub mod generate;
 mod index;
 pub mod model;
+pub mod preview;
+pub mod project;
 pub mod snapshot;
 
+pub use command::Command;
 pub use decide::{Code, Decision};
 pub use delta::{Delta, Op};
 pub use engine::Engine;

@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use fleetgate::{Action, Engine, Error};
+use fleetgate::{Action, Command, Engine, Error};
 use serde_json::{json, Value};
 
 fn s(v: &Value) -> &str {
@@ -53,6 +53,25 @@ fn call(engine: &mut Option<Engine>, name: &str, args: &[Value]) -> Result<Value
             Value::Null
         }
         "toJson" => serde_json::to_value(e.to_doc()).unwrap(),
+        "decide" => {
+            let cmd = Command::parse(&text(&arg(1)))?;
+            serde_json::to_value(e.decide(s(&arg(0)), &cmd)).unwrap()
+        }
+        "preview" => {
+            let cmd = Command::parse(&text(&arg(1)))?;
+            serde_json::to_value(e.preview(s(&arg(0)), &cmd)).unwrap()
+        }
+        "applyCommand" => {
+            let cmd = Command::parse(&text(&arg(1)))?;
+            let (decision, _) = e.apply_command(s(&arg(0)), &cmd)?;
+            serde_json::to_value(decision).unwrap()
+        }
+        "project" => {
+            let doc = e.project(s(&arg(0)));
+            // A projection always loads as a snapshot of its own.
+            Engine::from_doc(doc.clone()).unwrap_or_else(|err| panic!("projection does not load: {err}"));
+            serde_json::to_value(doc).unwrap()
+        }
         other => panic!("unknown call `{other}`"),
     })
 }

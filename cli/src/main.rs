@@ -4,6 +4,7 @@ use std::io::Read;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
+use fleetgate::generate::{generate, WorldSize};
 use fleetgate::{Action, Engine, Error};
 
 /// Check fleet permissions against a fleetgate snapshot.
@@ -65,6 +66,42 @@ enum Command {
         #[arg(long)]
         user: String,
     },
+    /// Decide a command for an actor; print the decision as one JSON line.
+    Decide {
+        /// Snapshot file, or `-` for stdin.
+        file: String,
+        #[arg(long)]
+        actor: String,
+        /// The command as JSON, or `@FILE` to read it from a file.
+        #[arg(long)]
+        command: String,
+    },
+    /// Preview a command: its decision and who gains or loses access, as one JSON line.
+    Preview {
+        /// Snapshot file, or `-` for stdin.
+        file: String,
+        #[arg(long)]
+        actor: String,
+        /// The command as JSON, or `@FILE` to read it from a file.
+        #[arg(long)]
+        command: String,
+    },
+    /// Print the projection of the snapshot for a viewer.
+    Project {
+        /// Snapshot file, or `-` for stdin.
+        file: String,
+        #[arg(long)]
+        viewer: String,
+    },
+    /// Print a generated world (the benchmark world by default).
+    Generate {
+        #[arg(long, default_value_t = 20_000)]
+        users: usize,
+        #[arg(long, default_value_t = 100_000)]
+        devices: usize,
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+    },
     /// Apply deltas in order and print the resulting snapshot.
     Apply {
         /// Snapshot file, or `-` for stdin.
@@ -84,6 +121,13 @@ fn read(path: &str) -> Result<String, Error> {
     };
     res.map_err(|e| Error::new(fleetgate::ErrorCode::InvalidJson, format!("cannot read `{path}`: {e}")))?;
     Ok(text)
+}
+
+fn parse_command(arg: &str) -> Result<fleetgate::Command, Error> {
+    match arg.strip_prefix('@') {
+        Some(path) => fleetgate::Command::parse(&read(path)?),
+        None => fleetgate::Command::parse(arg),
+    }
 }
 
 fn load(path: &str) -> Result<Engine, Error> {
@@ -111,6 +155,24 @@ fn run(cli: Cli) -> Result<(), Error> {
             for id in engine.switchable_orgs(&user) {
                 println!("{id}");
             }
+        }
+        Command::Decide { file, actor, command } => {
+            let engine = load(&file)?;
+            let cmd = parse_command(&command)?;
+            println!("{}", serde_json::to_string(&engine.decide(&actor, &cmd)).unwrap_or_default());
+        }
+        Command::Preview { file, actor, command } => {
+            let mut engine = load(&file)?;
+            let cmd = parse_command(&command)?;
+            println!("{}", serde_json::to_string(&engine.preview(&actor, &cmd)).unwrap_or_default());
+        }
+        Command::Project { file, viewer } => {
+            let engine = load(&file)?;
+            println!("{}", serde_json::to_string(&engine.project(&viewer)).unwrap_or_default());
+        }
+        Command::Generate { users, devices, seed } => {
+            let size = WorldSize { users, devices, seed, ..WorldSize::LARGE };
+            println!("{}", serde_json::to_string(&generate(size)).unwrap_or_default());
         }
         Command::Apply { file, deltas } => {
             let mut engine = load(&file)?;
