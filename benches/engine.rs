@@ -7,7 +7,7 @@ use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use fleetgate::generate::{generate, WorldSize};
-use fleetgate::{Action, Engine};
+use fleetgate::{Action, Command, Engine};
 
 fn world() -> (String, Engine) {
     let text = serde_json::to_string(&generate(WorldSize::LARGE)).unwrap();
@@ -77,6 +77,52 @@ fn benches(c: &mut Criterion) {
         b.iter(|| engine.visible_devices(black_box("u000000"), Action::View, None).unwrap())
     });
     g.finish();
+
+    let mut g = c.benchmark_group("project");
+    g.sample_size(20);
+    g.bench_function("root admin (100k devices)", |b| b.iter(|| engine.project(black_box("u000000"))));
+    g.bench_function("project_json root admin (100k devices)", |b| {
+        b.iter(|| engine.project_json(black_box("u000000")))
+    });
+    g.finish();
+    c.bench_function("project leaf user", |b| b.iter(|| engine.project(black_box(&leaf))));
+    c.bench_function("project_json leaf user", |b| b.iter(|| engine.project_json(black_box(&leaf))));
+    c.bench_function("project leaf-org admin", |b| b.iter(|| engine.project(black_box(&leaf_admin))));
+
+    // Commands on one device: preview and the projected delta of a move.
+    let doc = engine.to_doc();
+    let moving =
+        doc.devices.iter().find(|d| d.owner.is_none() && d.org.as_str().matches('-').count() == 4).unwrap().clone();
+    let sibling = doc
+        .orgs
+        .iter()
+        .find(|o| o.parent == doc.orgs.iter().find(|p| p.id == moving.org).unwrap().parent && o.id != moving.org)
+        .unwrap()
+        .id
+        .clone();
+    let cmd =
+        Command::parse(&format!(r#"{{"op":"moveDevice","device":"{}","org":"{}"}}"#, moving.id, sibling)).unwrap();
+    assert!(engine.decide("u000000", &cmd).allowed);
+    c.bench_function("preview moveDevice (root admin)", |b| {
+        b.iter(|| engine.preview(black_box("u000000"), black_box(&cmd)))
+    });
+    let (_, delta) = engine.command_delta("u000000", &cmd).unwrap();
+    let delta = delta.unwrap();
+    let after = {
+        let mut e = engine.clone();
+        e.apply_delta(&delta).unwrap();
+        e
+    };
+    for (label, viewer) in [("root admin", "u000000".to_owned()), ("leaf-org admin", leaf_admin.clone())] {
+        c.bench_function(&format!("projected delta of a device move ({label})"), |b| {
+            b.iter(|| {
+                let probe = engine.probe(black_box(&delta), &viewer);
+                let before = engine.projection_part(&viewer, &probe);
+                let now = after.projection_part(&viewer, &probe);
+                fleetgate::project::projected_delta(&before, &now, delta.from.0, delta.to.0)
+            })
+        });
+    }
 
     // Move one unowned device between two orgs and back, one delta each.
     let doc = engine.to_doc();

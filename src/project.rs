@@ -3,10 +3,123 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use serde::ser::{SerializeMap, Serializer};
+use serde::Serialize;
+use serde_json::json;
+
 use crate::delta::{Delta, Op};
 use crate::engine::Engine;
-use crate::model::{builtin_role, Action, Permission, Status};
+use crate::model::{Action, Permission, Status};
 use crate::snapshot::{DeviceDoc, Id, MembershipDoc, OrgDoc, RoleName, SafeInt, SnapshotDoc, UserDoc, SNAPSHOT_FORMAT};
+
+/// The slots a projection holds, each list in ascending id order.
+#[derive(Debug, Default)]
+struct Slots {
+    in_p: Vec<bool>,
+    orgs: Vec<u32>,
+    users: Vec<u32>,
+    memberships: Vec<(u32, u32)>,
+    devices: Vec<u32>,
+}
+
+/// A projection serialized straight from the index.
+struct ProjectionView<'a> {
+    engine: &'a Engine,
+    viewer: &'a str,
+    slots: &'a Slots,
+}
+
+impl Serialize for ProjectionView<'_> {
+    fn serialize<S: Serializer>(&self, ser: S) -> std::result::Result<S::Ok, S::Error> {
+        let e = self.engine;
+        let ix = &e.ix;
+        let slots = self.slots;
+        let mut map = ser.serialize_map(None)?;
+        map.serialize_entry("format", SNAPSHOT_FORMAT)?;
+        map.serialize_entry("revision", &e.revision)?;
+        map.serialize_entry("viewer", &Id::new(self.viewer).ok())?;
+        if let Some(t) = e.issued_at {
+            map.serialize_entry("issuedAt", &t)?;
+        }
+        if let Some(t) = e.expires_at {
+            map.serialize_entry("expiresAt", &t)?;
+        }
+        map.serialize_entry(
+            "orgs",
+            &Seq(slots.orgs.iter().filter_map(|&o| {
+                let rec = ix.org(o)?;
+                Some(json!({
+                    "id": ix.org_name(o),
+                    "name": rec.name,
+                    "parent": e.projected_parent(o, &slots.in_p).map(|p| ix.org_name(p)),
+                    "plan": ix.org(ix.der(o).root).map_or(rec.plan, |r| r.plan),
+                    "suspended": ix.der(o).eff_suspended,
+                    "roles": e.effective_roles(o),
+                }))
+            })),
+        )?;
+        map.serialize_entry(
+            "users",
+            &Seq(slots.users.iter().filter_map(|&u| {
+                ix.user(u).map(|r| UserView { id: ix.user_name(u), email: &r.email, name: &r.name, status: r.status })
+            })),
+        )?;
+        map.serialize_entry(
+            "memberships",
+            &Seq(slots.memberships.iter().filter_map(|&(u, o)| {
+                ix.mem(u, o).map(|m| MembershipView {
+                    user: ix.user_name(u),
+                    org: ix.org_name(o),
+                    role: m.role.as_str(),
+                })
+            })),
+        )?;
+        map.serialize_entry(
+            "devices",
+            &Seq(slots.devices.iter().filter_map(|&d| {
+                ix.device(d).map(|dev| DeviceView {
+                    id: ix.device_name(d),
+                    name: &dev.name,
+                    org: ix.org_name(dev.org),
+                    owner: dev.owner.map(|w| ix.user_name(w)),
+                })
+            })),
+        )?;
+        map.end()
+    }
+}
+
+/// Serializes an iterator as a sequence, once.
+struct Seq<I>(I);
+
+impl<I: Iterator<Item = T> + Clone, T: Serialize> Serialize for Seq<I> {
+    fn serialize<S: Serializer>(&self, ser: S) -> std::result::Result<S::Ok, S::Error> {
+        ser.collect_seq(self.0.clone())
+    }
+}
+
+#[derive(Serialize)]
+struct UserView<'a> {
+    id: &'a str,
+    email: &'a str,
+    name: &'a str,
+    status: Status,
+}
+
+#[derive(Serialize)]
+struct MembershipView<'a> {
+    user: &'a str,
+    org: &'a str,
+    role: &'a str,
+}
+
+#[derive(Serialize)]
+struct DeviceView<'a> {
+    id: &'a str,
+    name: &'a str,
+    org: &'a str,
+    owner: Option<&'a str>,
+}
 
 /// What a delta may change in a viewer's projection, worked out before the delta is applied.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -100,77 +213,128 @@ pub fn diff_projections(before: SnapshotDoc, after: SnapshotDoc) -> Delta {
 impl Engine {
     /// The projection of the snapshot for `viewer` (SPEC §4.3). An unknown viewer gets an empty one.
     pub fn project(&self, viewer: &str) -> SnapshotDoc {
+        let slots = self.projection_slots(viewer);
         let ix = &self.ix;
         let mut doc = SnapshotDoc::empty(self.revision);
         doc.viewer = Id::new(viewer).ok();
         doc.issued_at = self.issued_at.map(SafeInt);
         doc.expires_at = self.expires_at.map(SafeInt);
-        let Some(v) = ix.user_ids.get(viewer).filter(|u| ix.user(*u).is_some()) else { return doc };
+        doc.orgs = slots.orgs.iter().filter_map(|&o| self.projected_org(o, &slots.in_p)).collect();
+        doc.users = slots.users.iter().filter_map(|&u| self.user_doc(u)).collect();
+        doc.memberships = slots
+            .memberships
+            .iter()
+            .filter_map(|&(u, o)| ix.mem(u, o).map(|m| self.membership_doc(u, o, &m.role)))
+            .collect();
+        doc.devices = slots.devices.iter().filter_map(|&d| self.device_doc(d)).collect();
+        doc
+    }
+
+    /// The projection for `viewer` as JSON text, written straight from the index (the server's
+    /// hot path: no intermediate documents).
+    pub fn project_json(&self, viewer: &str) -> String {
+        let slots = self.projection_slots(viewer);
+        let view = ProjectionView { engine: self, viewer, slots: &slots };
+        serde_json::to_string(&view).unwrap_or_default()
+    }
+
+    /// What the projection for `viewer` holds, as slots, each list in ascending id order.
+    fn projection_slots(&self, viewer: &str) -> Slots {
+        let ix = &self.ix;
+        let mut slots = Slots { in_p: vec![false; ix.orgs.len()], ..Slots::default() };
+        let Some(v) = ix.user_ids.get(viewer).filter(|u| ix.user(*u).is_some()) else { return slots };
 
         // Orgs: switchable orgs plus the orgs of the viewer's memberships.
-        let mut in_p = vec![false; ix.orgs.len()];
-        let mut orgs: Vec<u32> = Vec::new();
-        let mut add = |o: u32, orgs: &mut Vec<u32>| {
-            if let Some(f) = in_p.get_mut(o as usize) {
-                if !*f {
-                    *f = true;
-                    orgs.push(o);
-                }
-            }
-        };
         let active = ix.user(v).is_some_and(|r| r.status == Status::Active);
+        let mut orgs: Vec<u32> = Vec::new();
         for m in ix.mems(v) {
-            add(m.org, &mut orgs);
+            orgs.push(m.org);
             if active {
                 let reach: &[u32] =
                     if m.perms.has(Permission::OrgsSwitch) { ix.subtree(m.org) } else { std::slice::from_ref(&m.org) };
-                for &o in reach {
-                    if !ix.der(o).eff_suspended {
-                        add(o, &mut orgs);
-                    }
-                }
+                orgs.extend(reach.iter().filter(|o| !ix.der(**o).eff_suspended));
             }
         }
-        for &o in &orgs {
-            if let Some(d) = self.projected_org(o, &in_p) {
-                doc.orgs.push(d);
+        orgs.retain(|&o| match slots.in_p.get_mut(o as usize) {
+            Some(f) if !*f => {
+                *f = true;
+                true
             }
-        }
-        doc.orgs.sort_unstable_by(|a, b| a.id.cmp(&b.id));
+            _ => false,
+        });
+        orgs.sort_unstable_by(|a, b| ix.org_name(*a).cmp(ix.org_name(*b)));
 
-        // Devices the viewer can view, and their owners.
-        let devices = self.visible_slots(viewer, Action::View, None).unwrap_or_default();
-        let mut users: BTreeSet<u32> = BTreeSet::new();
-        let mut mems: BTreeSet<(u32, u32)> = BTreeSet::new();
-        users.insert(v);
-        for m in ix.mems(v) {
-            mems.insert((v, m.org));
-        }
-        for &d in &devices {
-            if let Some(dev) = ix.device(d) {
-                if let Some(w) = dev.owner {
-                    users.insert(w);
-                    mems.insert((w, dev.org));
+        // Devices the viewer can view, and their owners (with their memberships there).
+        slots.devices = self.visible_slots(viewer, Action::View, None).unwrap_or_default();
+        // Each user and membership once (seen-marks), then sorted by id.
+        let mut seen_user = vec![false; ix.users.len()];
+        let mut seen_mem: rustc_hash::FxHashSet<(u32, u32)> = rustc_hash::FxHashSet::default();
+        let mut users: Vec<u32> = Vec::new();
+        let mut mems: Vec<(u32, u32)> = Vec::new();
+        let mut add = |u: u32, o: Option<u32>, users: &mut Vec<u32>, mems: &mut Vec<(u32, u32)>| {
+            if let Some(seen) = seen_user.get_mut(u as usize) {
+                if !*seen {
+                    *seen = true;
+                    users.push(u);
                 }
             }
-            doc.devices.extend(self.device_doc(d));
+            if let Some(o) = o {
+                if seen_mem.insert((u, o)) {
+                    mems.push((u, o));
+                }
+            }
+        };
+        add(v, None, &mut users, &mut mems);
+        for m in ix.mems(v) {
+            add(v, Some(m.org), &mut users, &mut mems);
+        }
+        for &d in &slots.devices {
+            if let Some((w, o)) = ix.device(d).and_then(|dev| dev.owner.map(|w| (w, dev.org))) {
+                add(w, Some(o), &mut users, &mut mems);
+            }
         }
         // Members of orgs where the viewer holds users.view.
         for &o in &orgs {
             if self.permissions_in_slots(v, o).has(Permission::UsersView) {
                 for &u in ix.members_of_org(o) {
-                    users.insert(u);
-                    mems.insert((u, o));
+                    add(u, Some(o), &mut users, &mut mems);
                 }
             }
         }
-        doc.users = users.into_iter().filter_map(|u| self.user_doc(u)).collect();
-        doc.users.sort_unstable_by(|a, b| a.id.cmp(&b.id));
-        doc.memberships =
-            mems.into_iter().filter_map(|(u, o)| ix.mem(u, o).map(|m| self.membership_doc(u, o, &m.role))).collect();
-        doc.memberships.sort_unstable_by(|a, b| (&a.user, &a.org).cmp(&(&b.user, &b.org)));
-        doc.format = SNAPSHOT_FORMAT.to_owned();
-        doc
+        users.sort_unstable_by(|a, b| ix.user_name(*a).cmp(ix.user_name(*b)));
+        mems.sort_unstable_by(|a, b| {
+            ix.user_name(a.0).cmp(ix.user_name(b.0)).then_with(|| ix.org_name(a.1).cmp(ix.org_name(b.1)))
+        });
+        slots.orgs = orgs;
+        slots.users = users;
+        slots.memberships = mems;
+        slots
+    }
+
+    /// The effective role table of `o`: every role it resolves, with its closed permissions.
+    fn effective_roles(&self, o: u32) -> BTreeMap<&str, Vec<&'static str>> {
+        let ix = &self.ix;
+        let mut names: BTreeSet<&str> = ["Admin", "Staff", "User"].into_iter().collect();
+        let mut cur = Some(o);
+        while let Some(c) = cur {
+            let Some(r) = ix.org(c) else { break };
+            names.extend(r.roles.iter().flat_map(|t| t.keys().map(RoleName::as_str)));
+            cur = r.parent;
+        }
+        names.into_iter().filter_map(|n| ix.role_perms(o, n).map(|p| (n, p.names()))).collect()
+    }
+
+    /// The projected parent of `o`: its nearest ancestor in the projection.
+    fn projected_parent(&self, o: u32, in_p: &[bool]) -> Option<u32> {
+        let ix = &self.ix;
+        let mut parent = ix.org(o)?.parent;
+        while let Some(p) = parent {
+            if in_p.get(p as usize).copied().unwrap_or(false) {
+                return Some(p);
+            }
+            parent = ix.org(p).and_then(|r| r.parent);
+        }
+        None
     }
 
     /// An org as projected: parent = nearest projected ancestor, the effective role table,
@@ -178,35 +342,16 @@ impl Engine {
     fn projected_org(&self, o: u32, in_p: &[bool]) -> Option<OrgDoc> {
         let ix = &self.ix;
         let rec = ix.org(o)?;
-        let mut parent = rec.parent;
-        while let Some(p) = parent {
-            if in_p.get(p as usize).copied().unwrap_or(false) {
-                break;
-            }
-            parent = ix.org(p).and_then(|r| r.parent);
-        }
-        // Every role name the org resolves: the built-ins and every name in a table at or above it.
-        let mut names: BTreeSet<RoleName> =
-            ["Admin", "Staff", "User"].into_iter().map(|n| RoleName::trusted(n.to_owned())).collect();
-        let mut cur = Some(o);
-        while let Some(c) = cur {
-            let r = ix.org(c)?;
-            names.extend(r.roles.iter().flat_map(|t| t.keys().cloned()));
-            cur = r.parent;
-        }
-        let roles = names
+        let roles = self
+            .effective_roles(o)
             .into_iter()
-            .filter_map(|n| {
-                let perms = ix.role_perms(o, n.as_str()).or_else(|| builtin_role(n.as_str()))?;
-                Some((n, perms.names().into_iter().map(str::to_owned).collect()))
-            })
+            .map(|(n, p)| (RoleName::trusted(n.to_owned()), p.into_iter().map(str::to_owned).collect()))
             .collect();
-        let root = ix.org(ix.der(o).root)?;
         Some(OrgDoc {
             id: Id::trusted(ix.org_name(o).to_owned()),
             name: rec.name.clone(),
-            parent: parent.map(|p| Id::trusted(ix.org_name(p).to_owned())),
-            plan: root.plan,
+            parent: self.projected_parent(o, in_p).map(|p| Id::trusted(ix.org_name(p).to_owned())),
+            plan: ix.org(ix.der(o).root).map_or(rec.plan, |r| r.plan),
             suspended: ix.der(o).eff_suspended,
             roles: Some(roles),
         })

@@ -102,6 +102,8 @@ fn ids(e: &Engine) -> (Vec<String>, Vec<String>, Vec<String>) {
 /// projection holds nothing beyond SPEC §4.3's list.
 fn assert_sound(full: &Engine, viewer: &str) {
     let doc = full.project(viewer);
+    let direct: Value = serde_json::from_str(&full.project_json(viewer)).unwrap();
+    assert_eq!(direct, serde_json::to_value(&doc).unwrap(), "project_json differs from project");
     let proj = Engine::from_doc(doc.clone()).unwrap_or_else(|e| panic!("projection of {viewer} does not load: {e}"));
     let (_, devices, orgs) = ids(full);
     for d in &devices {

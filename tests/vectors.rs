@@ -70,7 +70,11 @@ fn call(engine: &mut Option<Engine>, name: &str, args: &[Value]) -> Result<Value
             let doc = e.project(s(&arg(0)));
             // A projection always loads as a snapshot of its own.
             Engine::from_doc(doc.clone()).unwrap_or_else(|err| panic!("projection does not load: {err}"));
-            serde_json::to_value(doc).unwrap()
+            let value = serde_json::to_value(doc).unwrap();
+            // The server's direct JSON writer says exactly the same.
+            let direct: Value = serde_json::from_str(&e.project_json(s(&arg(0)))).unwrap();
+            assert_eq!(direct, value, "project_json differs from project");
+            value
         }
         other => panic!("unknown call `{other}`"),
     })
