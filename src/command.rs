@@ -2,7 +2,7 @@
 //! rules) and the delta an allowed command causes. `decide` and `apply` share one code path,
 //! so they cannot disagree.
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::decide::{Code, Decision};
 use crate::delta::{Delta, Op};
@@ -10,6 +10,7 @@ use crate::engine::Engine;
 use crate::error::{Error, ErrorCode, Result};
 use crate::model::{Permission, Perms, Plan, Status, ADMIN_ROLE, MAX_DEPTH};
 use crate::snapshot::{truncate_for_message, DeviceDoc, Id, MembershipDoc, OrgDoc, RoleName, UserDoc};
+use crate::tagged::Fields;
 
 /// The id a preview uses for the user an `invite` would create, when none is given.
 pub const PLACEHOLDER_USER_ID: &str = "invitee:pending";
@@ -17,8 +18,8 @@ pub const PLACEHOLDER_USER_ID: &str = "invitee:pending";
 pub const MAX_NAME_LEN: usize = 200;
 
 /// A command of SPEC §5, performed by an actor.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "op", rename_all = "camelCase", rename_all_fields = "camelCase", deny_unknown_fields)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "op", rename_all = "camelCase", rename_all_fields = "camelCase")]
 #[allow(missing_docs)]
 pub enum Command {
     /// Create a sub-organization.
@@ -28,7 +29,7 @@ pub enum Command {
         email: String,
         org: Id,
         role: RoleName,
-        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[serde(skip_serializing_if = "Option::is_none")]
         user_id: Option<Id>,
     },
     /// Change a member's role.
@@ -40,18 +41,12 @@ pub enum Command {
     /// Reactivate a suspended user.
     ReactivateUser { user: Id },
     /// Add a device to an org.
-    AddDevice {
-        id: Id,
-        name: String,
-        org: Id,
-        #[serde(default)]
-        owner: Option<Id>,
-    },
+    AddDevice { id: Id, name: String, org: Id, owner: Option<Id> },
     /// Give a device a new owner (moving it to the owner's org).
     TransferDevice {
         device: Id,
         owner: Id,
-        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[serde(skip_serializing_if = "Option::is_none")]
         org: Option<Id>,
     },
     /// Move a device to another org of the same tree.
@@ -74,7 +69,7 @@ impl Command {
     /// Parses command JSON text (`INVALID_COMMAND` on any schema problem).
     pub fn parse(text: &str) -> Result<Self> {
         let cmd: Command = serde_json::from_str(text).map_err(|e| {
-            let mut err = Error::from_json(&e, ErrorCode::InvalidCommand, "command");
+            let mut err = Error::from_json(text, &e, ErrorCode::InvalidCommand, "command");
             if err.kind() == ErrorCode::InvalidJson {
                 err = Error::new(ErrorCode::InvalidCommand, err.message());
             }
@@ -85,11 +80,8 @@ impl Command {
     }
 
     /// Parses an already-decoded JSON value.
-    pub fn from_value(value: serde_json::Value) -> Result<Self> {
-        let cmd: Command = serde_json::from_value(value)
-            .map_err(|e| Error::new(ErrorCode::InvalidCommand, format!("command: {e}")))?;
-        cmd.check()?;
-        Ok(cmd)
+    pub fn from_value(value: &serde_json::Value) -> Result<Self> {
+        Self::parse(&value.to_string())
     }
 
     /// The op name, e.g. `moveDevice`.
@@ -131,6 +123,69 @@ impl Command {
             },
             _ => Ok(()),
         }
+    }
+}
+
+/// The command names, for error messages.
+const OPS: &[&str] = &[
+    "createOrg",
+    "invite",
+    "setRole",
+    "removeMember",
+    "suspendUser",
+    "reactivateUser",
+    "addDevice",
+    "transferDevice",
+    "moveDevice",
+    "removeDevice",
+    "setRolePermissions",
+    "suspendOrg",
+    "resumeOrg",
+    "deleteOrg",
+    "claimDevice",
+];
+
+impl<'de> Deserialize<'de> for Command {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let mut f = Fields::read(d, "command")?;
+        let cmd = match f.op.as_str() {
+            "createOrg" => Command::CreateOrg { id: f.take("id")?, name: f.take("name")?, parent: f.take("parent")? },
+            "invite" => Command::Invite {
+                email: f.take("email")?,
+                org: f.take("org")?,
+                role: f.take("role")?,
+                user_id: f.opt("userId")?,
+            },
+            "setRole" => Command::SetRole { user: f.take("user")?, org: f.take("org")?, role: f.take("role")? },
+            "removeMember" => Command::RemoveMember { user: f.take("user")?, org: f.take("org")? },
+            "suspendUser" => Command::SuspendUser { user: f.take("user")? },
+            "reactivateUser" => Command::ReactivateUser { user: f.take("user")? },
+            "addDevice" => Command::AddDevice {
+                id: f.take("id")?,
+                name: f.take("name")?,
+                org: f.take("org")?,
+                owner: f.opt("owner")?,
+            },
+            "transferDevice" => {
+                Command::TransferDevice { device: f.take("device")?, owner: f.take("owner")?, org: f.opt("org")? }
+            }
+            "moveDevice" => Command::MoveDevice { device: f.take("device")?, org: f.take("org")? },
+            "removeDevice" => Command::RemoveDevice { device: f.take("device")? },
+            "setRolePermissions" => Command::SetRolePermissions {
+                org: f.take("org")?,
+                role: f.take("role")?,
+                permissions: f.take("permissions")?,
+            },
+            "suspendOrg" => Command::SuspendOrg { org: f.take("org")? },
+            "resumeOrg" => Command::ResumeOrg { org: f.take("org")? },
+            "deleteOrg" => Command::DeleteOrg { org: f.take("org")? },
+            "claimDevice" => {
+                Command::ClaimDevice { device: f.take("device")?, code: f.take("code")?, org: f.take("org")? }
+            }
+            _ => return Err(f.unknown_op(OPS)),
+        };
+        f.finish()?;
+        Ok(cmd)
     }
 }
 

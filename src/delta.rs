@@ -1,17 +1,18 @@
 //! Deltas of SPEC §4.2: facts that move a snapshot from revision `from` to `to`, applied atomically.
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::engine::{Change, Engine};
 use crate::error::{Error, ErrorCode, Result};
 use crate::snapshot::{DeviceDoc, Id, MembershipDoc, OrgDoc, SafeInt, UserDoc};
+use crate::tagged::Fields;
 
 /// The `format` of a delta.
 pub const DELTA_FORMAT: &str = "fleetgate/delta@1";
 
 /// One fact of a delta.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "op", rename_all = "camelCase", deny_unknown_fields)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "op", rename_all = "camelCase")]
 pub enum Op {
     /// Insert or replace an org.
     PutOrg {
@@ -80,17 +81,14 @@ impl Delta {
     /// Parses delta JSON text, checking the schema, the format and `to > from`.
     pub fn parse(text: &str) -> Result<Self> {
         let d: Delta =
-            serde_json::from_str(text).map_err(|e| Error::from_json(&e, ErrorCode::InvalidDelta, "delta"))?;
+            serde_json::from_str(text).map_err(|e| Error::from_json(text, &e, ErrorCode::InvalidDelta, "delta"))?;
         d.check()?;
         Ok(d)
     }
 
     /// Parses an already-decoded JSON value.
-    pub fn from_value(value: serde_json::Value) -> Result<Self> {
-        let d: Delta =
-            serde_json::from_value(value).map_err(|e| Error::new(ErrorCode::InvalidDelta, format!("delta: {e}")))?;
-        d.check()?;
-        Ok(d)
+    pub fn from_value(value: &serde_json::Value) -> Result<Self> {
+        Self::parse(&value.to_string())
     }
 
     fn check(&self) -> Result<()> {
@@ -115,6 +113,29 @@ impl Delta {
     /// The delta as JSON text.
     pub fn to_json(&self) -> String {
         serde_json::to_string(self).unwrap_or_default()
+    }
+}
+
+/// The op names, for error messages.
+const OPS: &[&str] =
+    &["putOrg", "putUser", "putMembership", "putDevice", "removeOrg", "removeUser", "removeDevice", "removeMembership"];
+
+impl<'de> Deserialize<'de> for Op {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let mut f = Fields::read(d, "delta op")?;
+        let op = match f.op.as_str() {
+            "putOrg" => Op::PutOrg { org: f.take("org")? },
+            "putUser" => Op::PutUser { user: f.take("user")? },
+            "putMembership" => Op::PutMembership { membership: f.take("membership")? },
+            "putDevice" => Op::PutDevice { device: f.take("device")? },
+            "removeOrg" => Op::RemoveOrg { id: f.take("id")? },
+            "removeUser" => Op::RemoveUser { id: f.take("id")? },
+            "removeDevice" => Op::RemoveDevice { id: f.take("id")? },
+            "removeMembership" => Op::RemoveMembership { user: f.take("user")?, org: f.take("org")? },
+            _ => return Err(f.unknown_op(OPS)),
+        };
+        f.finish()?;
+        Ok(op)
     }
 }
 

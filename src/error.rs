@@ -94,14 +94,17 @@ impl Error {
         &self.message
     }
 
-    /// Maps a `serde_json` error: syntax errors are `INVALID_JSON`, schema errors `schema`.
-    pub(crate) fn from_json(err: &serde_json::Error, schema: ErrorCode, what: &str) -> Self {
+    /// Maps a `serde_json` error on `text`: text that is not JSON at all is `INVALID_JSON`
+    /// (even when the schema check failed first), well-formed JSON of the wrong shape `schema`.
+    pub(crate) fn from_json(text: &str, err: &serde_json::Error, schema: ErrorCode, what: &str) -> Self {
         use serde_json::error::Category;
-        let code = match err.classify() {
-            Category::Syntax | Category::Eof | Category::Io => ErrorCode::InvalidJson,
-            Category::Data => schema,
-        };
-        Self::new(code, format!("{what}: {err}"))
+        match err.classify() {
+            Category::Syntax | Category::Eof | Category::Io => Self::new(ErrorCode::InvalidJson, format!("{what}: {err}")),
+            Category::Data => match serde_json::from_str::<serde::de::IgnoredAny>(text) {
+                Err(syntax) => Self::new(ErrorCode::InvalidJson, format!("{what}: {syntax}")),
+                Ok(_) => Self::new(schema, format!("{what}: {err}")),
+            },
+        }
     }
 }
 

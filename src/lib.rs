@@ -16,7 +16,11 @@ mod index;
 pub mod model;
 pub mod preview;
 pub mod project;
+pub mod signed;
 pub mod snapshot;
+mod tagged;
+#[cfg(target_arch = "wasm32")]
+mod wasm;
 
 pub use command::Command;
 pub use decide::{Code, Decision};

@@ -224,17 +224,14 @@ impl SnapshotDoc {
     /// Parses snapshot JSON text, checking the schema and the `format`.
     pub fn parse(text: &str) -> Result<Self> {
         let doc: SnapshotDoc =
-            serde_json::from_str(text).map_err(|e| Error::from_json(&e, ErrorCode::InvalidSnapshot, "snapshot"))?;
+            serde_json::from_str(text).map_err(|e| Error::from_json(text, &e, ErrorCode::InvalidSnapshot, "snapshot"))?;
         doc.check_format()?;
         Ok(doc)
     }
 
     /// Parses an already-decoded JSON value.
-    pub fn from_value(value: serde_json::Value) -> Result<Self> {
-        let doc: SnapshotDoc = serde_json::from_value(value)
-            .map_err(|e| Error::new(ErrorCode::InvalidSnapshot, format!("snapshot: {e}")))?;
-        doc.check_format()?;
-        Ok(doc)
+    pub fn from_value(value: &serde_json::Value) -> Result<Self> {
+        Self::parse(&value.to_string())
     }
 
     fn check_format(&self) -> Result<()> {

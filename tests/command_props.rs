@@ -160,20 +160,28 @@ proptest! {
         let mut rng = Rng(seed ^ 0x5151);
         for _ in 0..10 {
             let actor = random_actor(&mut rng, &m);
-            let cmd = Command::from_value(random_command(&mut rng, &m, &actor)).unwrap();
+            let cmd = Command::from_value(&random_command(&mut rng, &m, &actor)).unwrap();
             let decision = e.decide(&actor, &cmd);
             let (d2, delta) = e.command_delta(&actor, &cmd).unwrap();
             prop_assert_eq!(&decision, &d2);
             prop_assert_eq!(decision.allowed, delta.is_some());
-            let (users, devices, _) = ids(&e);
+            let (mut users, mut devices, _) = ids(&e);
             let before_json = e.to_json();
             let preview = e.preview(&actor, &cmd);
             prop_assert_eq!(&e.to_json(), &before_json, "preview changed the engine");
             prop_assert_eq!(&preview.decision, &decision);
             if let Some(delta) = delta {
-                let before = all_access(&e, &users, &devices);
                 let mut after_engine = e.clone();
                 after_engine.apply_delta(&delta).unwrap_or_else(|err| panic!("allowed {cmd:?} gave an invalid delta: {err}"));
+                // Everyone and everything of both states.
+                let (u2, d2, _) = ids(&after_engine);
+                users.extend(u2);
+                devices.extend(d2);
+                users.sort();
+                users.dedup();
+                devices.sort();
+                devices.dedup();
+                let before = all_access(&e, &users, &devices);
                 let after = all_access(&after_engine, &users, &devices);
                 let gained: Vec<_> = after.difference(&before).map(|(u, d, a)| (u.clone(), d.clone(), *a)).collect();
                 let lost: Vec<_> = before.difference(&after).map(|(u, d, a)| (u.clone(), d.clone(), *a)).collect();

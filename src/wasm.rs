@@ -1,0 +1,241 @@
+//! The WebAssembly boundary: the only file that knows wasm-bindgen and js-sys. A thin handle
+//! around [`Engine`]; the JS wrapper in `js/` gives it the exact API of SPEC §6.
+//!
+//! Hot paths (checks and lists) take ids through a scratch buffer the JS side writes into
+//! (ids are ASCII by definition), and lists come back as device slot numbers that the JS side
+//! maps to cached strings: no allocation or UTF-8 round trip per call.
+
+use std::collections::BTreeMap;
+
+use wasm_bindgen::prelude::*;
+
+use crate::command::Command;
+use crate::model::Action;
+use crate::signed::VerifyOptions;
+use crate::{Engine, Error};
+
+/// Bytes in the scratch buffer: two ids of at most 128 bytes, with room to spare.
+const SCRATCH: usize = 512;
+
+/// Converts an engine error into a JS `Error` with a `code` property.
+fn js_error(e: &Error) -> JsValue {
+    let err = js_sys::Error::new(e.message());
+    let _ = js_sys::Reflect::set(&err, &JsValue::from_str("code"), &JsValue::from_str(e.code()));
+    err.set_name("FleetgateError");
+    err.into()
+}
+
+fn err(code: crate::ErrorCode, msg: &str) -> JsValue {
+    js_error(&Error::new(code, msg))
+}
+
+/// JSON text of a string or a JSON-able JS value.
+fn text_of(v: &JsValue, code: crate::ErrorCode, what: &str) -> Result<String, JsValue> {
+    if let Some(s) = v.as_string() {
+        return Ok(s);
+    }
+    if v.is_undefined() || v.is_function() || v.is_symbol() || v.is_bigint() {
+        return Err(err(code, &format!("{what} must be a JSON string or a plain object")));
+    }
+    match js_sys::JSON::stringify(v) {
+        Ok(s) => s.as_string().ok_or_else(|| err(code, &format!("{what} cannot be written as JSON"))),
+        Err(_) => Err(err(code, &format!("{what} cannot be written as JSON (a cycle or a BigInt?)"))),
+    }
+}
+
+/// Output crosses the boundary as JSON text parsed by the JS engine: exactly the JSON the server
+/// sends, and one small code path instead of a serializer per type.
+fn to_js<T: serde::Serialize>(v: &T) -> Result<JsValue, JsValue> {
+    let text = serde_json::to_string(v).map_err(|e| err(crate::ErrorCode::InvalidJson, &e.to_string()))?;
+    parse_json(&text)
+}
+
+fn parse_json(text: &str) -> Result<JsValue, JsValue> {
+    js_sys::JSON::parse(text).map_err(|_| err(crate::ErrorCode::InvalidJson, "engine produced invalid JSON"))
+}
+
+fn action_of(code: u32) -> Action {
+    if code == 1 {
+        Action::Control
+    } else {
+        Action::View
+    }
+}
+
+/// Installs the panic hook once (diagnostics only: the engine does not panic on input).
+#[wasm_bindgen(start)]
+pub fn start() {
+    #[cfg(feature = "console_error_panic_hook")]
+    console_error_panic_hook::set_once();
+}
+
+/// The wasm instance's memory, for the JS wrapper's scratch-buffer writes.
+#[wasm_bindgen(js_name = wasmMemory)]
+pub fn wasm_memory() -> JsValue {
+    wasm_bindgen::memory()
+}
+
+/// The engine handle the JS `PolicyEngine` wraps.
+#[wasm_bindgen]
+pub struct EngineCore {
+    engine: Engine,
+    scratch: Vec<u8>,
+}
+
+impl EngineCore {
+    fn new(engine: Engine) -> Self {
+        Self { engine, scratch: vec![0; SCRATCH] }
+    }
+
+    /// The two ids the JS side wrote into the scratch buffer.
+    fn ids(&self, a: u32, b: u32) -> (&str, &str) {
+        let (a, b) = (a as usize, b as usize);
+        let first = self.scratch.get(..a).and_then(|s| std::str::from_utf8(s).ok()).unwrap_or("");
+        let second = self.scratch.get(a..a + b).and_then(|s| std::str::from_utf8(s).ok()).unwrap_or("");
+        (first, second)
+    }
+}
+
+#[wasm_bindgen]
+impl EngineCore {
+    /// Loads a snapshot from JSON text or a plain object (SPEC §4.1).
+    #[wasm_bindgen(js_name = fromJson)]
+    pub fn from_json(snapshot: &JsValue) -> Result<EngineCore, JsValue> {
+        let text = text_of(snapshot, crate::ErrorCode::InvalidSnapshot, "snapshot")?;
+        Engine::from_json(&text).map(EngineCore::new).map_err(|e| js_error(&e))
+    }
+
+    /// Loads a signed envelope (SPEC §4.4); `now` in unix seconds, `min_revision` < 0 for none.
+    #[wasm_bindgen(js_name = fromSigned)]
+    pub fn from_signed(envelope: &JsValue, keys: &JsValue, now: f64, min_revision: f64) -> Result<EngineCore, JsValue> {
+        let text = text_of(envelope, crate::ErrorCode::InvalidSnapshot, "envelope")?;
+        let keys_text = text_of(keys, crate::ErrorCode::UnknownKey, "keys")?;
+        let keys: BTreeMap<String, String> = serde_json::from_str(&keys_text)
+            .map_err(|_| err(crate::ErrorCode::UnknownKey, "keys must map key ids to base64url public keys"))?;
+        let opts = VerifyOptions {
+            now: if now.is_finite() && now > 0.0 { now as u64 } else { 0 },
+            min_revision: (min_revision.is_finite() && min_revision >= 0.0).then_some(min_revision as u64),
+        };
+        Engine::from_signed(&text, &keys, opts).map(EngineCore::new).map_err(|e| js_error(&e))
+    }
+
+    /// Where the JS side writes ids.
+    #[wasm_bindgen(js_name = scratchPtr)]
+    pub fn scratch_ptr(&self) -> u32 {
+        self.scratch.as_ptr() as usize as u32
+    }
+
+    /// The revision.
+    #[wasm_bindgen(getter)]
+    pub fn revision(&self) -> f64 {
+        self.engine.revision() as f64
+    }
+
+    /// Check on the ids in scratch (`user` of `ulen` bytes, then `device` of `dlen`); action 0 view, 1 control.
+    #[wasm_bindgen(js_name = canScratch)]
+    pub fn can_scratch(&self, ulen: u32, dlen: u32, action: u32) -> bool {
+        let (u, d) = self.ids(ulen, dlen);
+        self.engine.can(u, d, action_of(action))
+    }
+
+    /// Explains a decision.
+    pub fn explain(&self, user: &str, device: &str, action: u32) -> Result<JsValue, JsValue> {
+        to_js(&self.engine.explain(user, device, action_of(action)))
+    }
+
+    /// Visible device slots, ascending by id; `active_org` empty for none.
+    #[wasm_bindgen(js_name = visibleSlots)]
+    pub fn visible_slots(&self, user: &str, action: u32, active_org: Option<String>) -> Result<Vec<u32>, JsValue> {
+        self.engine.visible_slots(user, action_of(action), active_org.as_deref()).map_err(|e| js_error(&e))
+    }
+
+    /// The ids of device slots `start..`, joined by newlines (ids never contain one). Slot
+    /// numbers are stable for the engine's life, so the JS side caches them.
+    #[wasm_bindgen(js_name = deviceNamesFrom)]
+    pub fn device_names_from(&self, start: u32) -> String {
+        let ids = &self.engine.ix.dev_ids;
+        let mut out = String::with_capacity(ids.len().saturating_sub(start as usize) * 12);
+        for d in start..ids.len() as u32 {
+            if d > start {
+                out.push('\n');
+            }
+            out.push_str(ids.name(d));
+        }
+        out
+    }
+
+    /// For newline-joined ids, one byte per id: 1 when the user may do the action.
+    #[wasm_bindgen(js_name = filterMask)]
+    pub fn filter_mask(&self, user: &str, joined: &str, action: u32) -> Vec<u8> {
+        let action = action_of(action);
+        let ix = &self.engine.ix;
+        let Some(u) = self.engine.active_user(user) else { return vec![0; joined.split('\n').count()] };
+        joined
+            .split('\n')
+            .map(|id| {
+                let ok = ix.dev_ids.get(id).and_then(|d| ix.device(d)).is_some_and(|dev| {
+                    matches!(self.engine.verdict_slots(u, dev, action), crate::decide::Verdict::Allow(..))
+                });
+                u8::from(ok)
+            })
+            .collect()
+    }
+
+    /// Switchable orgs, ascending.
+    #[wasm_bindgen(js_name = switchableOrgs)]
+    pub fn switchable_orgs(&self, user: &str) -> Vec<String> {
+        self.engine.switchable_orgs(user).into_iter().map(str::to_owned).collect()
+    }
+
+    /// Permissions in an org, ascending.
+    #[wasm_bindgen(js_name = permissionsIn)]
+    pub fn permissions_in(&self, user: &str, org: &str) -> Vec<String> {
+        self.engine.permissions_in(user, org).names().into_iter().map(str::to_owned).collect()
+    }
+
+    /// Decides a command (SPEC §5) without changing anything.
+    pub fn decide(&self, actor: &str, command: &JsValue) -> Result<JsValue, JsValue> {
+        let cmd = command_of(command)?;
+        to_js(&self.engine.decide(actor, &cmd))
+    }
+
+    /// Previews a command: decision, gained and lost accesses.
+    pub fn preview(&mut self, actor: &str, command: &JsValue) -> Result<JsValue, JsValue> {
+        let cmd = command_of(command)?;
+        to_js(&self.engine.preview(actor, &cmd))
+    }
+
+    /// The delta an allowed command causes, or `null` when denied.
+    #[wasm_bindgen(js_name = commandDelta)]
+    pub fn command_delta(&self, actor: &str, command: &JsValue) -> Result<JsValue, JsValue> {
+        let cmd = command_of(command)?;
+        let (_, delta) = self.engine.command_delta(actor, &cmd).map_err(|e| js_error(&e))?;
+        match delta {
+            Some(d) => parse_json(&d.to_json()),
+            None => Ok(JsValue::NULL),
+        }
+    }
+
+    /// Applies a delta atomically (SPEC §4.2).
+    #[wasm_bindgen(js_name = applyDelta)]
+    pub fn apply_delta(&mut self, delta: &JsValue) -> Result<(), JsValue> {
+        let text = text_of(delta, crate::ErrorCode::InvalidDelta, "delta")?;
+        self.engine.apply_delta_json(&text).map_err(|e| js_error(&e))
+    }
+
+    /// The projection for a viewer (SPEC §4.3).
+    pub fn project(&self, viewer: &str) -> Result<JsValue, JsValue> {
+        parse_json(&self.engine.project_json(viewer))
+    }
+
+    /// The snapshot as a plain object.
+    #[wasm_bindgen(js_name = toJson)]
+    pub fn to_json(&self) -> Result<JsValue, JsValue> {
+        parse_json(&self.engine.to_json())
+    }
+}
+
+fn command_of(command: &JsValue) -> Result<Command, JsValue> {
+    let text = text_of(command, crate::ErrorCode::InvalidCommand, "command")?;
+    Command::parse(&text).map_err(|e| js_error(&e))
+}
