@@ -9,7 +9,7 @@ rm -rf pkg
 for target in nodejs web; do
   out=$([ "$target" = nodejs ] && echo node || echo web)
   # Size matters more than speed for the .wasm download; the native build keeps opt-level 3.
-  CARGO_PROFILE_RELEASE_OPT_LEVEL=z wasm-pack build --release --target "$target" --out-dir "pkg/$out" \
+  wasm-pack build --profile wasm --target "$target" --out-dir "pkg/$out" \
     --out-name fleetgate --no-pack . >&2
   rm -f "pkg/$out/.gitignore"
 done

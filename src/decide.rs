@@ -105,6 +105,7 @@ pub(crate) enum Verdict {
 }
 
 /// Finds the best granting membership of `u` for `dev` (SPEC §3 precedence).
+#[inline(always)]
 pub(crate) fn grant(ix: &Index, mems: &[Mem], u: u32, dev: &DeviceData, action: Action) -> Option<(Code, usize)> {
     let orgp = action.org_permission();
     let ownp = action.own_permission();
@@ -141,6 +142,7 @@ impl Engine {
         self.ix.user(u).filter(|r| r.status == Status::Active).map(|_| u)
     }
 
+    #[inline(always)]
     pub(crate) fn verdict(&self, user: &str, device: &str, action: Action) -> Verdict {
         let ix = &self.ix;
         let Some(u) = ix.user_ids.get(user).filter(|u| ix.user(*u).is_some()) else {
@@ -152,6 +154,7 @@ impl Engine {
         self.verdict_slots(u, dev, action)
     }
 
+    #[inline(always)]
     pub(crate) fn verdict_slots(&self, u: u32, dev: &DeviceData, action: Action) -> Verdict {
         let ix = &self.ix;
         if ix.user(u).is_none_or(|r| r.status != Status::Active) {

@@ -99,7 +99,9 @@ impl Error {
     pub(crate) fn from_json(text: &str, err: &serde_json::Error, schema: ErrorCode, what: &str) -> Self {
         use serde_json::error::Category;
         match err.classify() {
-            Category::Syntax | Category::Eof | Category::Io => Self::new(ErrorCode::InvalidJson, format!("{what}: {err}")),
+            Category::Syntax | Category::Eof | Category::Io => {
+                Self::new(ErrorCode::InvalidJson, format!("{what}: {err}"))
+            }
             Category::Data => match serde_json::from_str::<serde::de::IgnoredAny>(text) {
                 Err(syntax) => Self::new(ErrorCode::InvalidJson, format!("{what}: {syntax}")),
                 Ok(_) => Self::new(schema, format!("{what}: {err}")),

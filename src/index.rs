@@ -28,11 +28,13 @@ pub(crate) struct Interner {
     spans: Vec<(u32, u32)>,
 }
 
+#[inline(always)]
 fn hash_str(s: &str) -> u64 {
     FxBuildHasher.hash_one(s)
 }
 
 impl Interner {
+    #[inline(always)]
     pub(crate) fn get(&self, s: &str) -> Option<u32> {
         self.table.find(hash_str(s), |&i| self.name(i) == s).copied()
     }
@@ -52,6 +54,7 @@ impl Interner {
         i
     }
 
+    #[inline(always)]
     pub(crate) fn name(&self, i: u32) -> &str {
         name_in(&self.arena, &self.spans, i)
     }
@@ -75,6 +78,7 @@ impl Interner {
     }
 }
 
+#[inline(always)]
 fn name_in<'a>(arena: &'a str, spans: &[(u32, u32)], i: u32) -> &'a str {
     spans
         .get(i as usize)
@@ -223,18 +227,22 @@ impl Index {
 
     // ---- lookups -------------------------------------------------------------------------
 
+    #[inline(always)]
     pub(crate) fn org(&self, o: u32) -> Option<&OrgRec> {
         self.orgs.get(o as usize)?.as_ref()
     }
 
+    #[inline(always)]
     pub(crate) fn der(&self, o: u32) -> OrgDerived {
         self.derived.get(o as usize).copied().unwrap_or_default()
     }
 
+    #[inline(always)]
     pub(crate) fn user(&self, u: u32) -> Option<&UserRec> {
         self.users.get(u as usize)?.as_ref()
     }
 
+    #[inline(always)]
     pub(crate) fn mems(&self, u: u32) -> &[Mem] {
         self.user_mems.get(u as usize).map_or(&[], Vec::as_slice)
     }
@@ -243,6 +251,7 @@ impl Index {
         self.mems(u).iter().find(|m| m.org == o)
     }
 
+    #[inline(always)]
     pub(crate) fn device(&self, d: u32) -> Option<&DeviceData> {
         self.devices.get(d as usize)?.as_ref().map(|r| &r.data)
     }
@@ -266,12 +275,14 @@ impl Index {
     }
 
     /// Whether `a` is `anc` or one of its descendants. O(1).
+    #[inline(always)]
     pub(crate) fn in_subtree(&self, a: u32, anc: u32) -> bool {
         let (da, dn) = (self.der(a), self.der(anc));
         dn.pre <= da.pre && da.pre <= dn.post
     }
 
     /// Whether `a` is a strict descendant of `anc`. O(1).
+    #[inline(always)]
     pub(crate) fn strictly_below(&self, a: u32, anc: u32) -> bool {
         a != anc && self.in_subtree(a, anc)
     }

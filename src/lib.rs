@@ -20,7 +20,7 @@ pub mod signed;
 pub mod snapshot;
 mod tagged;
 #[cfg(target_arch = "wasm32")]
-mod wasm;
+pub mod wasm;
 
 pub use command::Command;
 pub use decide::{Code, Decision};

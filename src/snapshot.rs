@@ -223,8 +223,8 @@ pub struct SnapshotDoc {
 impl SnapshotDoc {
     /// Parses snapshot JSON text, checking the schema and the `format`.
     pub fn parse(text: &str) -> Result<Self> {
-        let doc: SnapshotDoc =
-            serde_json::from_str(text).map_err(|e| Error::from_json(text, &e, ErrorCode::InvalidSnapshot, "snapshot"))?;
+        let doc: SnapshotDoc = serde_json::from_str(text)
+            .map_err(|e| Error::from_json(text, &e, ErrorCode::InvalidSnapshot, "snapshot"))?;
         doc.check_format()?;
         Ok(doc)
     }

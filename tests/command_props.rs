@@ -1,5 +1,6 @@
 //! Property tests for commands, previews, projections and projected deltas on random worlds.
 
+#![cfg(not(target_arch = "wasm32"))]
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 
 mod common;

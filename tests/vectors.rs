@@ -1,4 +1,5 @@
 //! Replays every conformance vector in `tests/vectors/*.json` against the native engine.
+#![cfg(not(target_arch = "wasm32"))]
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 
 use std::path::Path;

@@ -1,0 +1,70 @@
+//! Boundary tests run inside wasm by `wasm-pack test --node`: errors become JS `Error`s with a
+//! `code`, bad input never traps, and the handle keeps answering after a failure.
+
+#![cfg(target_arch = "wasm32")]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+
+use fleetgate::wasm::EngineCore;
+use wasm_bindgen::{JsCast, JsValue};
+use wasm_bindgen_test::wasm_bindgen_test;
+
+const WORLD: &str = r#"{"format":"fleetgate/snapshot@1","revision":3,
+  "orgs":[{"id":"acme","name":"ACME"},{"id":"east","name":"East","parent":"acme"}],
+  "users":[{"id":"alice","email":"a@x.test","name":"A","status":"active"},{"id":"bob","email":"b@x.test","name":"B","status":"active"}],
+  "memberships":[{"user":"alice","org":"acme","role":"Admin"},{"user":"bob","org":"east","role":"User"}],
+  "devices":[{"id":"t1","name":"T1","org":"east","owner":"bob"},{"id":"t2","name":"T2","org":"acme"}]}"#;
+
+fn code_of(err: JsValue) -> String {
+    assert!(err.is_instance_of::<js_sys::Error>(), "errors are JS Error objects");
+    js_sys::Reflect::get(&err, &JsValue::from_str("code")).unwrap().as_string().unwrap()
+}
+
+fn engine() -> EngineCore {
+    EngineCore::from_json(&JsValue::from_str(WORLD)).unwrap()
+}
+
+#[wasm_bindgen_test]
+fn loads_from_text_and_object() {
+    let e = engine();
+    assert_eq!(e.revision(), 3.0);
+    let obj = js_sys::JSON::parse(WORLD).unwrap();
+    assert_eq!(EngineCore::from_json(&obj).unwrap().revision(), 3.0);
+}
+
+#[wasm_bindgen_test]
+fn errors_carry_codes() {
+    assert_eq!(code_of(EngineCore::from_json(&JsValue::from_str("{")).err().unwrap()), "INVALID_JSON");
+    assert_eq!(code_of(EngineCore::from_json(&JsValue::UNDEFINED).err().unwrap()), "INVALID_SNAPSHOT");
+    assert_eq!(code_of(EngineCore::from_json(&JsValue::from_f64(1.0)).err().unwrap()), "INVALID_SNAPSHOT");
+    let bad_owner = WORLD.replace(r#""owner":"bob""#, r#""owner":"alice""#);
+    assert_eq!(code_of(EngineCore::from_json(&JsValue::from_str(&bad_owner)).err().unwrap()), "OWNER_NOT_MEMBER");
+    let e = engine();
+    assert_eq!(code_of(e.visible_slots("alice", 0, Some("nowhere".into())).err().unwrap()), "NOT_SWITCHABLE");
+    assert_eq!(code_of(e.decide("alice", &JsValue::from_str("{\"op\":\"fly\"}")).err().unwrap()), "INVALID_COMMAND");
+}
+
+#[wasm_bindgen_test]
+fn lists_and_masks() {
+    let e = engine();
+    let slots = e.visible_slots("alice", 0, None).unwrap();
+    let names = e.device_names_from(0);
+    let names: Vec<&str> = names.split('\n').collect();
+    let ids: Vec<&str> = slots.iter().map(|s| names[*s as usize]).collect();
+    assert_eq!(ids, ["t1", "t2"]);
+    assert_eq!(e.filter_mask("bob", "t2\nt1\nghost\n", 0), vec![0, 0, 0, 0]);
+    assert_eq!(e.filter_mask("alice", "t2\nt1\nghost", 1), vec![1, 1, 0]);
+    assert!(!e.can_scratch(0, 0, 0), "empty scratch ids are unknown");
+    assert!(!e.can_scratch(400, 400, 0), "lengths past the scratch buffer are unknown, not a trap");
+}
+
+#[wasm_bindgen_test]
+fn failed_delta_changes_nothing() {
+    let mut e = engine();
+    let before = js_sys::JSON::stringify(&e.to_json().unwrap()).unwrap();
+    let bad = r#"{"format":"fleetgate/delta@1","from":3,"to":4,"ops":[{"op":"putDevice","device":{"id":"t1","name":"T1","org":"acme","owner":"bob"}}]}"#;
+    assert_eq!(code_of(e.apply_delta(&JsValue::from_str(bad)).err().unwrap()), "OWNER_NOT_MEMBER");
+    assert_eq!(js_sys::JSON::stringify(&e.to_json().unwrap()).unwrap(), before);
+    let good = bad.replace(r#""owner":"bob""#, r#""owner":null"#);
+    e.apply_delta(&JsValue::from_str(&good)).unwrap();
+    assert_eq!(e.revision(), 4.0);
+}
