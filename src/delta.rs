@@ -175,3 +175,99 @@ impl Engine {
         self.apply_delta(&Delta::parse(text)?)
     }
 }
+
+impl Engine {
+    /// The ops that undo `ops` (applied after them, they restore the state before them):
+    /// before-images in reverse order. The server keeps them to rebuild older revisions.
+    pub fn inverse_ops(&self, ops: &[Op]) -> Vec<Op> {
+        use std::collections::HashMap;
+        // The state each touched entity had just before each op, tracked through the ops.
+        let mut orgs: HashMap<&str, Option<OrgDoc>> = HashMap::new();
+        let mut users: HashMap<&str, Option<UserDoc>> = HashMap::new();
+        let mut mems: HashMap<(&str, &str), Option<MembershipDoc>> = HashMap::new();
+        let mut devices: HashMap<&str, Option<DeviceDoc>> = HashMap::new();
+        let mut inverse = Vec::with_capacity(ops.len());
+        for op in ops {
+            let undo = match op {
+                Op::PutOrg { org } => {
+                    let prev = orgs.entry(org.id.as_str()).or_insert_with(|| self.org_doc_by_id(org.id.as_str()));
+                    let undo = prev.clone().map_or(Op::RemoveOrg { id: org.id.clone() }, |o| Op::PutOrg { org: o });
+                    *prev = Some(org.clone());
+                    undo
+                }
+                Op::RemoveOrg { id } => {
+                    let prev = orgs.entry(id.as_str()).or_insert_with(|| self.org_doc_by_id(id.as_str()));
+                    let undo = prev.clone().map(|o| Op::PutOrg { org: o });
+                    *prev = None;
+                    match undo {
+                        Some(u) => u,
+                        None => continue,
+                    }
+                }
+                Op::PutUser { user } => {
+                    let prev = users.entry(user.id.as_str()).or_insert_with(|| self.user_doc_by_id(user.id.as_str()));
+                    let undo = prev.clone().map_or(Op::RemoveUser { id: user.id.clone() }, |u| Op::PutUser { user: u });
+                    *prev = Some(user.clone());
+                    undo
+                }
+                Op::RemoveUser { id } => {
+                    let prev = users.entry(id.as_str()).or_insert_with(|| self.user_doc_by_id(id.as_str()));
+                    let undo = prev.clone().map(|u| Op::PutUser { user: u });
+                    *prev = None;
+                    match undo {
+                        Some(u) => u,
+                        None => continue,
+                    }
+                }
+                Op::PutMembership { membership: m } => {
+                    let key = (m.user.as_str(), m.org.as_str());
+                    let prev = mems.entry(key).or_insert_with(|| self.membership_doc_by_id(key.0, key.1));
+                    let undo =
+                        prev.clone().map_or(Op::RemoveMembership { user: m.user.clone(), org: m.org.clone() }, |x| {
+                            Op::PutMembership { membership: x }
+                        });
+                    *prev = Some(m.clone());
+                    undo
+                }
+                Op::RemoveMembership { user, org } => {
+                    let key = (user.as_str(), org.as_str());
+                    let prev = mems.entry(key).or_insert_with(|| self.membership_doc_by_id(key.0, key.1));
+                    let undo = prev.clone().map(|x| Op::PutMembership { membership: x });
+                    *prev = None;
+                    match undo {
+                        Some(u) => u,
+                        None => continue,
+                    }
+                }
+                Op::PutDevice { device } => {
+                    let prev =
+                        devices.entry(device.id.as_str()).or_insert_with(|| self.device_doc_by_id(device.id.as_str()));
+                    let undo = prev
+                        .clone()
+                        .map_or(Op::RemoveDevice { id: device.id.clone() }, |d| Op::PutDevice { device: d });
+                    *prev = Some(device.clone());
+                    undo
+                }
+                Op::RemoveDevice { id } => {
+                    let prev = devices.entry(id.as_str()).or_insert_with(|| self.device_doc_by_id(id.as_str()));
+                    let undo = prev.clone().map(|d| Op::PutDevice { device: d });
+                    *prev = None;
+                    match undo {
+                        Some(u) => u,
+                        None => continue,
+                    }
+                }
+            };
+            inverse.push(undo);
+        }
+        inverse.reverse();
+        inverse
+    }
+
+    /// Runs `f` on the engine as it would be after `ops` (checked as a whole), then restores it
+    /// exactly. The server uses it with inverse ops to look at older revisions.
+    pub fn with_ops<R>(&mut self, ops: &[Op], f: impl FnOnce(&Engine) -> R) -> Result<R> {
+        let changes: Vec<Change<'_>> = ops.iter().map(Op::change).collect();
+        self.with_changes(&changes, f)
+    }
+}

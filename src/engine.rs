@@ -168,6 +168,43 @@ impl Engine {
         serde_json::to_string(&self.to_doc()).unwrap_or_default()
     }
 
+    /// An org as a document, by id.
+    pub fn org_doc_by_id(&self, id: &str) -> Option<OrgDoc> {
+        self.ix.org_ids.get(id).and_then(|o| self.org_doc(o))
+    }
+
+    /// A user as a document, by id.
+    pub fn user_doc_by_id(&self, id: &str) -> Option<UserDoc> {
+        self.ix.user_ids.get(id).and_then(|u| self.user_doc(u))
+    }
+
+    /// A device as a document, by id.
+    pub fn device_doc_by_id(&self, id: &str) -> Option<DeviceDoc> {
+        self.ix.dev_ids.get(id).and_then(|d| self.device_doc(d))
+    }
+
+    /// A membership as a document, by user and org.
+    pub fn membership_doc_by_id(&self, user: &str, org: &str) -> Option<MembershipDoc> {
+        let (u, o) = (self.ix.user_ids.get(user)?, self.ix.org_ids.get(org)?);
+        self.ix.mem(u, o).map(|m| self.membership_doc(u, o, &m.role))
+    }
+
+    /// The memberships of a user, as (org, role), ascending by org.
+    pub fn memberships_of(&self, user: &str) -> Vec<(String, String)> {
+        let Some(u) = self.ix.user_ids.get(user) else { return Vec::new() };
+        let mut out: Vec<(String, String)> =
+            self.ix.mems(u).iter().map(|m| (self.ix.org_name(m.org).to_owned(), m.role.as_str().to_owned())).collect();
+        out.sort();
+        out
+    }
+
+    /// The user with this email (compared case-insensitively).
+    pub fn user_by_email(&self, email: &str) -> Option<UserDoc> {
+        (0..self.ix.users.len() as u32)
+            .find(|&u| self.ix.user(u).is_some_and(|r| r.email.eq_ignore_ascii_case(email)))
+            .and_then(|u| self.user_doc(u))
+    }
+
     pub(crate) fn org_doc(&self, o: u32) -> Option<OrgDoc> {
         let rec = self.ix.org(o)?;
         Some(OrgDoc {

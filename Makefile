@@ -1,0 +1,53 @@
+# fleetgate — the two commands of the README are `make run` and `make test`.
+SHELL := /bin/bash
+export PATH := $(CURDIR)/node_modules/.bin:$(HOME)/.cargo/bin:$(PATH)
+LISTEN ?= 127.0.0.1:8080
+DB ?= ./fleetgate.db
+
+.PHONY: run test setup setup-test pkg server lint test-rust test-wasm test-node test-browser test-server bench bench-wasm clean
+
+## run: the server with the demo world and the dashboard on http://$(LISTEN)
+run: setup pkg
+	cargo build --release -p fleetgate-server
+	./target/release/fleetgate-server --demo --listen $(LISTEN) --db $(DB)
+
+## test: every check and test suite (installs what is missing)
+test: setup-test lint test-rust pkg test-wasm test-node test-browser
+	@echo "fleetgate: all test suites passed"
+
+setup:
+	@scripts/setup.sh
+
+setup-test:
+	@scripts/setup.sh --browser
+
+pkg:
+	scripts/build-pkg.sh
+	@mkdir -p node_modules && ln -sfn ../pkg node_modules/fleetgate
+
+lint:
+	cargo fmt --all --check
+	cargo clippy --workspace --all-targets -- -D warnings
+
+test-rust:
+	cargo test --workspace
+
+test-wasm:
+	wasm-pack test --node -- --test wasm_boundary
+
+test-node:
+	tsc -p tests/ts/tsconfig.json
+	node --test tests/js/
+
+test-browser:
+	node --test --test-concurrency=1 tests/browser/
+
+bench:
+	cargo bench --bench engine
+
+bench-wasm: pkg
+	node bench/wasm.mjs
+
+clean:
+	cargo clean
+	rm -rf pkg node_modules/fleetgate
