@@ -79,7 +79,9 @@ impl Server {
     }
 
     fn post(&self, token: &str, path: &str, body: &Value) -> (u16, Value) {
-        status_json(ureq::post(&self.url(path)).set("Authorization", &format!("Bearer {token}")).send_json(body.clone()))
+        status_json(
+            ureq::post(&self.url(path)).set("Authorization", &format!("Bearer {token}")).send_json(body.clone()),
+        )
     }
 
     fn revision(&self) -> u64 {
@@ -144,14 +146,21 @@ fn seed_of(snapshot: &Value) -> Value {
 }
 
 fn active_users(snapshot: &Value) -> Vec<String> {
-    snapshot["users"].as_array().unwrap().iter().filter(|u| u["status"] == "active").map(|u| u["id"].as_str().unwrap().to_owned()).collect()
+    snapshot["users"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|u| u["status"] == "active")
+        .map(|u| u["id"].as_str().unwrap().to_owned())
+        .collect()
 }
 
 /// Replays a vector file's cases that the HTTP API can express, in order. Returns how many ran.
 fn replay_over_http(file: &Value, server: &Server) -> usize {
     let snapshot = &file["snapshot"];
     let users = active_users(snapshot);
-    let tokens: std::collections::HashMap<String, String> = users.iter().map(|u| (u.clone(), server.login(u))).collect();
+    let tokens: std::collections::HashMap<String, String> =
+        users.iter().map(|u| (u.clone(), server.login(u))).collect();
     let mut ran = 0;
     for (i, case) in file["cases"].as_array().unwrap().iter().enumerate() {
         let args = case["args"].as_array().cloned().unwrap_or_default();
@@ -183,8 +192,16 @@ fn replay_over_http(file: &Value, server: &Server) -> usize {
                 assert_eq!(json!(seen), case["expect"], "{at}");
             }
             "canControl" | "explain" if call == "canControl" || args.get(2) == Some(&json!("control")) => {
-                let (status, body) = server.post(token, &format!("/api/devices/{}/commands", args[1].as_str().unwrap()), &json!({"name": "ping"}));
-                let allowed = if call == "canControl" { case["expect"].as_bool().unwrap() } else { case["expect"]["allowed"].as_bool().unwrap() };
+                let (status, body) = server.post(
+                    token,
+                    &format!("/api/devices/{}/commands", args[1].as_str().unwrap()),
+                    &json!({"name": "ping"}),
+                );
+                let allowed = if call == "canControl" {
+                    case["expect"].as_bool().unwrap()
+                } else {
+                    case["expect"]["allowed"].as_bool().unwrap()
+                };
                 if allowed {
                     assert_eq!(status, 202, "{at}: {body}");
                     if call == "explain" {
@@ -234,7 +251,8 @@ fn vectors_through_the_api() {
         if file["snapshot"].is_null() {
             continue; // loading vectors: no world to serve
         }
-        let server = Server::start(&format!("vec-{}", name.trim_end_matches(".json")), Some(&seed_of(&file["snapshot"])));
+        let server =
+            Server::start(&format!("vec-{}", name.trim_end_matches(".json")), Some(&seed_of(&file["snapshot"])));
         total += replay_over_http(&file, &server);
     }
     println!("replayed {total} vector cases over HTTP");
@@ -253,7 +271,12 @@ fn snapshots_deltas_and_events_match_the_core() {
     let etag = res.header("etag").unwrap().to_owned();
     let body: Value = res.into_json().unwrap();
     assert_eq!(body, serde_json::to_value(core.project("jones-kid")).unwrap());
-    let (status, _) = status_json(ureq::get(&server.url("/api/snapshot")).set("Authorization", &format!("Bearer {kid}")).set("If-None-Match", &etag).call());
+    let (status, _) = status_json(
+        ureq::get(&server.url("/api/snapshot"))
+            .set("Authorization", &format!("Bearer {kid}"))
+            .set("If-None-Match", &etag)
+            .call(),
+    );
     assert_eq!(status, 304);
     // Events for the family member while the owner transfers a device.
     let (tx, rx) = mpsc::channel::<Value>();
@@ -266,9 +289,17 @@ fn snapshots_deltas_and_events_match_the_core() {
         }
     });
     std::thread::sleep(Duration::from_millis(200)); // let the subscription register before the change
-    let (status, _) = server.post(&jones, "/api/commands", &json!({"op": "transferDevice", "device": "jones-thermo", "owner": "jones-kid"}));
+    let (status, _) = server.post(
+        &jones,
+        "/api/commands",
+        &json!({"op": "transferDevice", "device": "jones-thermo", "owner": "jones-kid"}),
+    );
     assert_eq!(status, 200);
-    let (status, _) = server.post(&jones, "/api/commands", &json!({"op": "moveDevice", "device": "jones-cam", "org": "jones-garage"}));
+    let (status, _) = server.post(
+        &jones,
+        "/api/commands",
+        &json!({"op": "moveDevice", "device": "jones-cam", "org": "jones-garage"}),
+    );
     assert_eq!(status, 200);
     let mut replica = Engine::from_json(&body.to_string()).unwrap();
     for _ in 0..2 {
@@ -276,7 +307,11 @@ fn snapshots_deltas_and_events_match_the_core() {
         replica.apply_delta_json(&delta.to_string()).unwrap();
     }
     let (_, now) = server.get(&kid, "/api/snapshot");
-    assert_eq!(serde_json::to_value(replica.to_doc()).unwrap(), now, "events applied to the old snapshot give the new one");
+    assert_eq!(
+        serde_json::to_value(replica.to_doc()).unwrap(),
+        now,
+        "events applied to the old snapshot give the new one"
+    );
     assert_eq!(replica.visible_devices("jones-kid", Action::View, None).unwrap(), ["jones-thermo"]);
     // The same through /api/deltas.
     let (status, deltas) = server.get(&kid, &format!("/api/deltas?since={}", body["revision"]));
@@ -292,9 +327,17 @@ fn snapshots_deltas_and_events_match_the_core() {
     let keys: Value = ureq::get(&server.url("/.well-known/fleetgate-keys")).call().unwrap().into_json().unwrap();
     let key = &keys["keys"][0];
     let (_, env) = server.get(&kid, "/api/snapshot?signed=1");
-    let set = std::collections::BTreeMap::from([(key["keyId"].as_str().unwrap().to_owned(), key["publicKey"].as_str().unwrap().to_owned())]);
+    let set = std::collections::BTreeMap::from([(
+        key["keyId"].as_str().unwrap().to_owned(),
+        key["publicKey"].as_str().unwrap().to_owned(),
+    )]);
     let now_s = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
-    let edge = Engine::from_signed(&env.to_string(), &set, fleetgate::signed::VerifyOptions { now: now_s, min_revision: Some(1) }).unwrap();
+    let edge = Engine::from_signed(
+        &env.to_string(),
+        &set,
+        fleetgate::signed::VerifyOptions { now: now_s, min_revision: Some(1) },
+    )
+    .unwrap();
     assert!(edge.can_control("jones-kid", "jones-thermo"));
 }
 
@@ -308,7 +351,9 @@ fn authn_authz_and_bad_input() {
     assert_eq!((s, b["error"]["code"].as_str()), (401, Some("UNAUTHENTICATED")));
     let (s, b) = server.get("not-a-token", "/api/snapshot");
     assert_eq!((s, b["error"]["code"].as_str()), (401, Some("INVALID_TOKEN")));
-    let (s, _) = status_json(ureq::post(&server.url("/api/login")).send_json(json!({"email": "ceo@example.test", "password": "wrong"})));
+    let (s, _) = status_json(
+        ureq::post(&server.url("/api/login")).send_json(json!({"email": "ceo@example.test", "password": "wrong"})),
+    );
     assert_eq!(s, 401);
     let old = server.login("kim");
     let conn = rusqlite::Connection::open(&server.db).unwrap();
@@ -326,26 +371,58 @@ fn authn_authz_and_bad_input() {
     let jones = server.login("jones");
     let denied = [
         (&staff, json!({"op": "createOrg", "id": "x", "name": "X", "parent": "dist-north"}), "DENY_NO_PERMISSION"),
-        (&staff, json!({"op": "invite", "email": "a@b.test", "org": "dist-north", "role": "User"}), "DENY_NO_PERMISSION"),
-        (&staff, json!({"op": "setRole", "user": "pending-pat", "org": "dist-north", "role": "User"}), "DENY_NO_PERMISSION"),
+        (
+            &staff,
+            json!({"op": "invite", "email": "a@b.test", "org": "dist-north", "role": "User"}),
+            "DENY_NO_PERMISSION",
+        ),
+        (
+            &staff,
+            json!({"op": "setRole", "user": "pending-pat", "org": "dist-north", "role": "User"}),
+            "DENY_NO_PERMISSION",
+        ),
         (&staff, json!({"op": "removeMember", "user": "pending-pat", "org": "dist-north"}), "DENY_NO_PERMISSION"),
         (&staff, json!({"op": "suspendUser", "user": "kim"}), "DENY_NO_PERMISSION"),
         (&staff, json!({"op": "reactivateUser", "user": "susp-sam"}), "DENY_NO_PERMISSION"),
         (&staff, json!({"op": "addDevice", "id": "n9", "name": "N9", "org": "dist-north"}), "DENY_NO_PERMISSION"),
-        (&staff, json!({"op": "transferDevice", "device": "north-stock-1", "owner": "north-staff", "org": "dist-north"}), "DENY_NO_PERMISSION"),
+        (
+            &staff,
+            json!({"op": "transferDevice", "device": "north-stock-1", "owner": "north-staff", "org": "dist-north"}),
+            "DENY_NO_PERMISSION",
+        ),
         (&staff, json!({"op": "moveDevice", "device": "north-stock-1", "org": "client-kim"}), "DENY_NO_PERMISSION"),
         (&staff, json!({"op": "removeDevice", "device": "north-stock-1"}), "DENY_NO_PERMISSION"),
-        (&staff, json!({"op": "setRolePermissions", "org": "dist-north", "role": "Staff", "permissions": []}), "DENY_NO_PERMISSION"),
+        (
+            &staff,
+            json!({"op": "setRolePermissions", "org": "dist-north", "role": "Staff", "permissions": []}),
+            "DENY_NO_PERMISSION",
+        ),
         (&staff, json!({"op": "suspendOrg", "org": "client-kim"}), "DENY_NO_PERMISSION"),
         (&staff, json!({"op": "resumeOrg", "org": "client-kim"}), "DENY_NO_PERMISSION"),
         (&staff, json!({"op": "deleteOrg", "org": "client-kim"}), "DENY_NO_PERMISSION"),
-        (&staff, json!({"op": "claimDevice", "device": "eu-demo", "code": "123456", "org": "acme-eu"}), "DENY_NO_PERMISSION"),
-        (&office, json!({"op": "invite", "email": "boss@x.test", "org": "acme-eu", "role": "Admin"}), "DENY_ESCALATION"),
-        (&office, json!({"op": "setRolePermissions", "org": "acme-eu", "role": "Staff", "permissions": ["orgs.switch"]}), "DENY_ESCALATION"),
+        (
+            &staff,
+            json!({"op": "claimDevice", "device": "eu-demo", "code": "123456", "org": "acme-eu"}),
+            "DENY_NO_PERMISSION",
+        ),
+        (
+            &office,
+            json!({"op": "invite", "email": "boss@x.test", "org": "acme-eu", "role": "Admin"}),
+            "DENY_ESCALATION",
+        ),
+        (
+            &office,
+            json!({"op": "setRolePermissions", "org": "acme-eu", "role": "Staff", "permissions": ["orgs.switch"]}),
+            "DENY_ESCALATION",
+        ),
         (&office, json!({"op": "suspendUser", "user": "eu-admin"}), "DENY_ESCALATION"),
         (&globex, json!({"op": "removeDevice", "device": "lab-1"}), "DENY_NO_PERMISSION"),
         (&globex, json!({"op": "moveDevice", "device": "globex-1", "org": "acme"}), "DENY_NO_PERMISSION"),
-        (&jones, json!({"op": "claimDevice", "device": "eu-demo", "code": "000000", "org": "client-jones"}), "DENY_INVALID_TARGET"),
+        (
+            &jones,
+            json!({"op": "claimDevice", "device": "eu-demo", "code": "000000", "org": "client-jones"}),
+            "DENY_INVALID_TARGET",
+        ),
     ];
     for (token, cmd, code) in &denied {
         let (s, b) = server.post(token, "/api/commands", cmd);
@@ -359,7 +436,14 @@ fn authn_authz_and_bad_input() {
     assert!(audit.as_array().unwrap().iter().all(|e| e["org"] == "globex"), "no other tenant's audit entries: {audit}");
     // Bad input: malformed JSON, wrong content type, too large, unknown fields, wrong types.
     let auth = format!("Bearer {jones}");
-    let send = |ct: &str, body: &str| status_json(ureq::post(&server.url("/api/commands")).set("Authorization", &auth).set("Content-Type", ct).send_string(body));
+    let send = |ct: &str, body: &str| {
+        status_json(
+            ureq::post(&server.url("/api/commands"))
+                .set("Authorization", &auth)
+                .set("Content-Type", ct)
+                .send_string(body),
+        )
+    };
     assert_eq!(send("application/json", "{not json").0, 400);
     assert_eq!(send("text/plain", r#"{"op":"removeDevice","device":"jones-cam"}"#).0, 415);
     let big = format!(r#"{{"op":"removeDevice","device":"{}"}}"#, "x".repeat(1 << 21));
@@ -407,8 +491,10 @@ fn concurrent_commands_and_durability() {
                 let agent = ureq::agent();
                 let mut revisions = Vec::new();
                 for i in 0..200 {
-                    let cmd = json!({"op": "addDevice", "id": format!("c{c}-{i}"), "name": "Load", "org": "dist-south"});
-                    let (s, b) = status_json(agent.post(&url).set("Authorization", &format!("Bearer {token}")).send_json(cmd));
+                    let cmd =
+                        json!({"op": "addDevice", "id": format!("c{c}-{i}"), "name": "Load", "org": "dist-south"});
+                    let (s, b) =
+                        status_json(agent.post(&url).set("Authorization", &format!("Bearer {token}")).send_json(cmd));
                     assert_eq!(s, 200, "{b}");
                     revisions.push(b["revision"].as_u64().unwrap());
                 }
@@ -464,6 +550,10 @@ fn concurrent_commands_and_durability() {
     }
     let rev = server.revision();
     assert!(rev >= start + 1600 + acked.len() as u64);
-    let (s, b) = server.post(&ceo, "/api/commands", &json!({"op": "addDevice", "id": "after-restart", "name": "A", "org": "dist-south"}));
+    let (s, b) = server.post(
+        &ceo,
+        "/api/commands",
+        &json!({"op": "addDevice", "id": "after-restart", "name": "A", "org": "dist-south"}),
+    );
     assert_eq!((s, b["revision"].as_u64()), (200, Some(rev + 1)), "the revision chain continues");
 }
