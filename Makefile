@@ -4,7 +4,7 @@ export PATH := $(CURDIR)/node_modules/.bin:$(HOME)/.cargo/bin:$(PATH)
 LISTEN ?= 127.0.0.1:8080
 DB ?= ./fleetgate.db
 
-.PHONY: run test setup setup-test pkg server lint test-rust test-wasm test-node test-browser test-server bench bench-wasm clean
+.PHONY: run test setup setup-test pkg lint test-rust test-wasm test-node test-browser bench bench-wasm bench-server clean
 
 ## run: the server with the demo world and the dashboard on http://$(LISTEN)
 run: setup pkg
@@ -33,7 +33,7 @@ test-rust:
 	cargo test --workspace
 
 test-wasm:
-	wasm-pack test --node -- --test wasm_boundary
+	wasm-pack test --node -- -p fleetgate --test wasm_boundary
 
 test-node:
 	tsc -p tests/ts/tsconfig.json
@@ -51,3 +51,7 @@ bench-wasm: pkg
 clean:
 	cargo clean
 	rm -rf pkg node_modules/fleetgate
+
+bench-server:
+	cargo build --release -p fleetgate-server --example load
+	cargo run --release -p fleetgate-server --example load

@@ -91,7 +91,11 @@ impl EngineCore {
     fn ids(&self, a: u32, b: u32) -> (&str, &str) {
         let (a, b) = (a as usize, b as usize);
         let first = self.scratch.get(..a).and_then(|s| std::str::from_utf8(s).ok()).unwrap_or("");
-        let second = self.scratch.get(a..a + b).and_then(|s| std::str::from_utf8(s).ok()).unwrap_or("");
+        let second = a
+            .checked_add(b)
+            .and_then(|end| self.scratch.get(a..end))
+            .and_then(|s| std::str::from_utf8(s).ok())
+            .unwrap_or("");
         (first, second)
     }
 }

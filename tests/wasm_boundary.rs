@@ -55,6 +55,7 @@ fn lists_and_masks() {
     assert_eq!(e.filter_mask("alice", "t2\nt1\nghost", 1), vec![1, 1, 0]);
     assert!(!e.can_scratch(0, 0, 0), "empty scratch ids are unknown");
     assert!(!e.can_scratch(400, 400, 0), "lengths past the scratch buffer are unknown, not a trap");
+    assert!(!e.can_scratch(u32::MAX, u32::MAX, 7), "huge lengths neither overflow nor trap");
 }
 
 #[wasm_bindgen_test]
