@@ -18,14 +18,34 @@ fn main() {
     let dir = std::env::temp_dir().join(format!("fleetgate-load-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let world = generate(WorldSize::LARGE);
-    let leaf = world.memberships.iter().find(|m| m.role.as_str() == "User" && world.devices.iter().any(|d| d.owner.as_ref() == Some(&m.user))).unwrap().user.to_string();
-    let leaf_device = world.devices.iter().find(|d| d.owner.as_deref().map(|o| o.as_str()) == Some(leaf.as_str())).unwrap().id.to_string();
+    let leaf = world
+        .memberships
+        .iter()
+        .find(|m| m.role.as_str() == "User" && world.devices.iter().any(|d| d.owner.as_ref() == Some(&m.user)))
+        .unwrap()
+        .user
+        .to_string();
+    let leaf_device = world
+        .devices
+        .iter()
+        .find(|d| d.owner.as_deref().map(|o| o.as_str()) == Some(leaf.as_str()))
+        .unwrap()
+        .id
+        .to_string();
     let seed = json!({"snapshot": world, "passwords": {"u000000": PASSWORD, leaf.clone(): PASSWORD}});
     let seed_path = dir.join("seed.json");
     std::fs::write(&seed_path, seed.to_string()).unwrap();
-    let bin = std::env::var("FLEETGATE_SERVER").unwrap_or_else(|_| format!("{}/../target/release/fleetgate-server", env!("CARGO_MANIFEST_DIR")));
+    let bin = std::env::var("FLEETGATE_SERVER")
+        .unwrap_or_else(|_| format!("{}/../target/release/fleetgate-server", env!("CARGO_MANIFEST_DIR")));
     let mut child = Command::new(bin)
-        .args(["--listen", "127.0.0.1:0", "--db", &dir.join("load.db").display().to_string(), "--seed", &seed_path.display().to_string()])
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--db",
+            &dir.join("load.db").display().to_string(),
+            "--seed",
+            &seed_path.display().to_string(),
+        ])
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
         .spawn()
@@ -38,23 +58,39 @@ fn main() {
     }
     let base = line.trim().rsplit(' ').next().unwrap().to_owned();
     let login = |user: &str| -> String {
-        let res: Value = ureq::post(&format!("{base}/api/login")).send_json(json!({"email": format!("{user}@example.test"), "password": PASSWORD})).unwrap().into_json().unwrap();
+        let res: Value = ureq::post(&format!("{base}/api/login"))
+            .send_json(json!({"email": format!("{user}@example.test"), "password": PASSWORD}))
+            .unwrap()
+            .into_json()
+            .unwrap();
         res["token"].as_str().unwrap().to_owned()
     };
     let admin = login("u000000");
     let user = login(&leaf);
-    let etag = ureq::get(&format!("{base}/api/snapshot")).set("Authorization", &format!("Bearer {user}")).call().unwrap().header("etag").unwrap().to_owned();
+    let etag = ureq::get(&format!("{base}/api/snapshot"))
+        .set("Authorization", &format!("Bearer {user}"))
+        .call()
+        .unwrap()
+        .header("etag")
+        .unwrap()
+        .to_owned();
     println!("{:<52} {:>10} {:>10} {:>10}", "scenario (4 client threads, keep-alive)", "req/s", "p50", "p99");
     run("GET /api/snapshot → 304 (leaf user)", 4, 20_000, |agent| {
-        let r = agent.get(&format!("{base}/api/snapshot")).set("Authorization", &format!("Bearer {user}")).set("If-None-Match", &etag).call();
+        let r = agent
+            .get(&format!("{base}/api/snapshot"))
+            .set("Authorization", &format!("Bearer {user}"))
+            .set("If-None-Match", &etag)
+            .call();
         assert!(matches!(r, Ok(ref x) if x.status() == 304));
     });
     run("GET /api/snapshot full (leaf user)", 4, 10_000, |agent| {
-        let r = agent.get(&format!("{base}/api/snapshot")).set("Authorization", &format!("Bearer {user}")).call().unwrap();
+        let r =
+            agent.get(&format!("{base}/api/snapshot")).set("Authorization", &format!("Bearer {user}")).call().unwrap();
         let _ = r.into_string().unwrap();
     });
     run("GET /api/snapshot full (root admin, 100k devices)", 2, 20, |agent| {
-        let r = agent.get(&format!("{base}/api/snapshot")).set("Authorization", &format!("Bearer {admin}")).call().unwrap();
+        let r =
+            agent.get(&format!("{base}/api/snapshot")).set("Authorization", &format!("Bearer {admin}")).call().unwrap();
         assert!(r.into_string().unwrap().len() > 1_000_000);
     });
     run("POST /api/devices/{id}/commands (queued, durable)", 4, 10_000, |agent| {
