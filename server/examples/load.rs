@@ -28,7 +28,7 @@ fn main() {
     let leaf_device = world
         .devices
         .iter()
-        .find(|d| d.owner.as_deref().map(|o| o.as_str()) == Some(leaf.as_str()))
+        .find(|d| d.owner.as_ref().map(|o| o.as_str()) == Some(leaf.as_str()))
         .unwrap()
         .id
         .to_string();
