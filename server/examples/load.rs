@@ -102,6 +102,7 @@ fn main() {
         assert_eq!(r.status(), 202);
     });
     let _ = child.kill();
+    let _ = child.wait();
     let _ = std::fs::remove_dir_all(&dir);
 }
 
