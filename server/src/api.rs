@@ -714,6 +714,29 @@ pub async fn demo_info(State(s): State<AppState>) -> ApiResult<Response> {
     Ok(axum::Json(crate::demo::logins()).into_response())
 }
 
+/// Refuses bodies over `MAX_BODY` up front (by `Content-Length`) and gives every 413 the JSON
+/// error shape, also when the limit is hit while reading a chunked body.
+pub async fn limit_body(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let declared =
+        req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    let too_large = || {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "PAYLOAD_TOO_LARGE",
+            format!("bodies are limited to {MAX_BODY} bytes"),
+        )
+        .into_response()
+    };
+    if declared.is_some_and(|n| n > MAX_BODY as u64) {
+        return too_large();
+    }
+    let res = next.run(req).await;
+    if res.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        return too_large();
+    }
+    res
+}
+
 pub async fn not_found() -> ApiError {
     ApiError::new(StatusCode::NOT_FOUND, "NOT_FOUND", "no such endpoint")
 }

@@ -133,6 +133,7 @@ fn run(args: Args) -> Result<(), String> {
         .nest_service("/pkg", ServeDir::new(&args.pkg))
         .fallback_service(ServeDir::new(&args.www))
         .layer(DefaultBodyLimit::max(api::MAX_BODY))
+        .layer(axum::middleware::from_fn(api::limit_body))
         .with_state(state);
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| e.to_string())?;
     rt.block_on(async move {
