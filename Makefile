@@ -53,5 +53,5 @@ clean:
 	rm -rf pkg node_modules/fleetgate
 
 bench-server:
-	cargo build --release -p fleetgate-server --example load
+	cargo build --release -p fleetgate-server --bin fleetgate-server --example load
 	cargo run --release -p fleetgate-server --example load

@@ -91,7 +91,9 @@ fn main() {
     run("GET /api/snapshot full (root admin, 100k devices)", 2, 20, |agent| {
         let r =
             agent.get(&format!("{base}/api/snapshot")).set("Authorization", &format!("Bearer {admin}")).call().unwrap();
-        assert!(r.into_string().unwrap().len() > 1_000_000);
+        let mut body = Vec::new();
+        std::io::Read::read_to_end(&mut r.into_reader(), &mut body).unwrap();
+        assert!(body.len() > 1_000_000);
     });
     run("POST /api/devices/{id}/commands (queued, durable)", 4, 10_000, |agent| {
         let r = agent
