@@ -181,85 +181,74 @@ impl Engine {
     /// before-images in reverse order. The server keeps them to rebuild older revisions.
     pub fn inverse_ops(&self, ops: &[Op]) -> Vec<Op> {
         use std::collections::HashMap;
-        // The state each touched entity had just before each op, tracked through the ops.
+        /// Tracks an entity through the ops: records that it becomes `next` and returns the op
+        /// that restores what it was just before (none when it neither was nor becomes).
+        fn track<K: Eq + std::hash::Hash, T: Clone>(
+            seen: &mut HashMap<K, Option<T>>,
+            key: K,
+            load: impl FnOnce() -> Option<T>,
+            next: Option<T>,
+            put: impl FnOnce(T) -> Op,
+            remove: impl FnOnce() -> Op,
+        ) -> Option<Op> {
+            let prev = seen.entry(key).or_insert_with(load);
+            let undo = match prev.clone() {
+                Some(old) => Some(put(old)),
+                None => next.is_some().then(remove),
+            };
+            *prev = next;
+            undo
+        }
         let mut orgs: HashMap<&str, Option<OrgDoc>> = HashMap::new();
         let mut users: HashMap<&str, Option<UserDoc>> = HashMap::new();
         let mut mems: HashMap<(&str, &str), Option<MembershipDoc>> = HashMap::new();
         let mut devices: HashMap<&str, Option<DeviceDoc>> = HashMap::new();
-        let mut inverse = Vec::with_capacity(ops.len());
-        for op in ops {
-            let undo = match op {
+        let put_org = |org| Op::PutOrg { org };
+        let put_user = |user| Op::PutUser { user };
+        let put_mem = |membership| Op::PutMembership { membership };
+        let put_device = |device| Op::PutDevice { device };
+        let mut inverse: Vec<Op> = ops
+            .iter()
+            .filter_map(|op| match op {
                 Op::PutOrg { org } => {
-                    let prev = orgs.entry(org.id.as_str()).or_insert_with(|| self.org_doc_by_id(org.id.as_str()));
-                    let undo = prev.clone().map_or(Op::RemoveOrg { id: org.id.clone() }, |o| Op::PutOrg { org: o });
-                    *prev = Some(org.clone());
-                    undo
+                    let id = org.id.as_str();
+                    let remove = || Op::RemoveOrg { id: org.id.clone() };
+                    track(&mut orgs, id, || self.org_doc_by_id(id), Some(org.clone()), put_org, remove)
                 }
                 Op::RemoveOrg { id } => {
-                    let prev = orgs.entry(id.as_str()).or_insert_with(|| self.org_doc_by_id(id.as_str()));
-                    let undo = prev.clone().map(|o| Op::PutOrg { org: o });
-                    *prev = None;
-                    match undo {
-                        Some(u) => u,
-                        None => continue,
-                    }
+                    let remove = || Op::RemoveOrg { id: id.clone() };
+                    track(&mut orgs, id.as_str(), || self.org_doc_by_id(id.as_str()), None, put_org, remove)
                 }
                 Op::PutUser { user } => {
-                    let prev = users.entry(user.id.as_str()).or_insert_with(|| self.user_doc_by_id(user.id.as_str()));
-                    let undo = prev.clone().map_or(Op::RemoveUser { id: user.id.clone() }, |u| Op::PutUser { user: u });
-                    *prev = Some(user.clone());
-                    undo
+                    let id = user.id.as_str();
+                    let remove = || Op::RemoveUser { id: user.id.clone() };
+                    track(&mut users, id, || self.user_doc_by_id(id), Some(user.clone()), put_user, remove)
                 }
                 Op::RemoveUser { id } => {
-                    let prev = users.entry(id.as_str()).or_insert_with(|| self.user_doc_by_id(id.as_str()));
-                    let undo = prev.clone().map(|u| Op::PutUser { user: u });
-                    *prev = None;
-                    match undo {
-                        Some(u) => u,
-                        None => continue,
-                    }
+                    let remove = || Op::RemoveUser { id: id.clone() };
+                    track(&mut users, id.as_str(), || self.user_doc_by_id(id.as_str()), None, put_user, remove)
                 }
                 Op::PutMembership { membership: m } => {
                     let key = (m.user.as_str(), m.org.as_str());
-                    let prev = mems.entry(key).or_insert_with(|| self.membership_doc_by_id(key.0, key.1));
-                    let undo =
-                        prev.clone().map_or(Op::RemoveMembership { user: m.user.clone(), org: m.org.clone() }, |x| {
-                            Op::PutMembership { membership: x }
-                        });
-                    *prev = Some(m.clone());
-                    undo
+                    let remove = || Op::RemoveMembership { user: m.user.clone(), org: m.org.clone() };
+                    track(&mut mems, key, || self.membership_doc_by_id(key.0, key.1), Some(m.clone()), put_mem, remove)
                 }
                 Op::RemoveMembership { user, org } => {
                     let key = (user.as_str(), org.as_str());
-                    let prev = mems.entry(key).or_insert_with(|| self.membership_doc_by_id(key.0, key.1));
-                    let undo = prev.clone().map(|x| Op::PutMembership { membership: x });
-                    *prev = None;
-                    match undo {
-                        Some(u) => u,
-                        None => continue,
-                    }
+                    let remove = || Op::RemoveMembership { user: user.clone(), org: org.clone() };
+                    track(&mut mems, key, || self.membership_doc_by_id(key.0, key.1), None, put_mem, remove)
                 }
                 Op::PutDevice { device } => {
-                    let prev =
-                        devices.entry(device.id.as_str()).or_insert_with(|| self.device_doc_by_id(device.id.as_str()));
-                    let undo = prev
-                        .clone()
-                        .map_or(Op::RemoveDevice { id: device.id.clone() }, |d| Op::PutDevice { device: d });
-                    *prev = Some(device.clone());
-                    undo
+                    let id = device.id.as_str();
+                    let remove = || Op::RemoveDevice { id: device.id.clone() };
+                    track(&mut devices, id, || self.device_doc_by_id(id), Some(device.clone()), put_device, remove)
                 }
                 Op::RemoveDevice { id } => {
-                    let prev = devices.entry(id.as_str()).or_insert_with(|| self.device_doc_by_id(id.as_str()));
-                    let undo = prev.clone().map(|d| Op::PutDevice { device: d });
-                    *prev = None;
-                    match undo {
-                        Some(u) => u,
-                        None => continue,
-                    }
+                    let remove = || Op::RemoveDevice { id: id.clone() };
+                    track(&mut devices, id.as_str(), || self.device_doc_by_id(id.as_str()), None, put_device, remove)
                 }
-            };
-            inverse.push(undo);
-        }
+            })
+            .collect();
         inverse.reverse();
         inverse
     }

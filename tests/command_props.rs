@@ -174,6 +174,14 @@ proptest! {
             if let Some(delta) = delta {
                 let mut after_engine = e.clone();
                 after_engine.apply_delta(&delta).unwrap_or_else(|err| panic!("allowed {cmd:?} gave an invalid delta: {err}"));
+                // The inverse ops restore the state before the delta exactly.
+                let mut undone = after_engine.clone();
+                let inverse = e.inverse_ops(&delta.ops);
+                undone.apply_delta(&fleetgate::Delta::new(delta.to.0, delta.to.0 + 1, inverse)).unwrap();
+                let (mut want, mut got) = (e.to_doc(), undone.to_doc());
+                want.revision = got.revision;
+                got.viewer = want.viewer.clone();
+                prop_assert_eq!(got, want, "inverse of {:?}", cmd);
                 // Everyone and everything of both states.
                 let (u2, d2, _) = ids(&after_engine);
                 users.extend(u2);

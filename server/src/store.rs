@@ -333,56 +333,52 @@ impl Store {
 
     /// Audit entries, newest first, whose org passes `visible`.
     pub fn audit_entries(&self, limit: usize, visible: impl Fn(Option<&str>) -> bool) -> StoreResult<Vec<Value>> {
-        let mut stmt = db(self
-            .conn
-            .prepare("SELECT id, at, actor, action, org, target, outcome, detail FROM audit ORDER BY id DESC"))?;
-        let rows = db(stmt.query_map([], |r| {
-            Ok((
-                r.get::<_, i64>(0)?,
-                r.get::<_, i64>(1)?,
-                r.get::<_, String>(2)?,
-                r.get::<_, String>(3)?,
-                r.get::<_, Option<String>>(4)?,
-                r.get::<_, Option<String>>(5)?,
-                r.get::<_, String>(6)?,
-                r.get::<_, String>(7)?,
-            ))
-        }))?;
-        let mut out = Vec::new();
-        for row in rows {
-            let (id, at, actor, action, org, target, outcome, detail) = db(row)?;
-            if !visible(org.as_deref()) {
-                continue;
-            }
-            out.push(serde_json::json!({"id": id, "at": at, "actor": actor, "action": action, "org": org,
-                "target": target, "outcome": outcome,
-                "detail": serde_json::from_str::<Value>(&detail).unwrap_or(Value::Null)}));
-            if out.len() >= limit {
-                break;
-            }
-        }
-        Ok(out)
+        let sql = "SELECT id, at, actor, action, org, target, outcome, detail FROM audit ORDER BY id DESC";
+        self.rows_json(sql, limit, |row| visible(row.get("org").and_then(Value::as_str)))
     }
 
     /// Outbox messages (invite links) for orgs that pass `visible`, newest first.
     pub fn outbox(&self, visible: impl Fn(&str) -> bool) -> StoreResult<Vec<Value>> {
-        let mut stmt =
-            db(self.conn.prepare("SELECT id, at, email, org, subject, body FROM outbox ORDER BY id DESC LIMIT 200"))?;
-        let rows = db(stmt.query_map([], |r| {
-            Ok((
-                r.get::<_, i64>(0)?,
-                r.get::<_, i64>(1)?,
-                r.get::<_, String>(2)?,
-                r.get::<_, String>(3)?,
-                r.get::<_, String>(4)?,
-                r.get::<_, String>(5)?,
-            ))
-        }))?;
+        let sql = "SELECT id, at, email, org, subject, body FROM outbox ORDER BY id DESC";
+        self.rows_json(sql, 200, |row| row.get("org").and_then(Value::as_str).is_some_and(&visible))
+    }
+
+    /// Rows of a query as JSON objects keyed by column (a `detail` column holds JSON text),
+    /// keeping the first `limit` that pass `keep`.
+    fn rows_json(
+        &self,
+        sql: &str,
+        limit: usize,
+        keep: impl Fn(&serde_json::Map<String, Value>) -> bool,
+    ) -> StoreResult<Vec<Value>> {
+        use rusqlite::types::ValueRef;
+        let mut stmt = db(self.conn.prepare(sql))?;
+        let names: Vec<String> = stmt.column_names().into_iter().map(str::to_owned).collect();
+        let mut rows = db(stmt.query([]))?;
         let mut out = Vec::new();
-        for row in rows {
-            let (id, at, email, org, subject, body) = db(row)?;
-            if visible(&org) {
-                out.push(serde_json::json!({"id": id, "at": at, "email": email, "org": org, "subject": subject, "body": body}));
+        while let Some(row) = db(rows.next())? {
+            let mut obj = serde_json::Map::new();
+            for (i, name) in names.iter().enumerate() {
+                let v = match db(row.get_ref(i))? {
+                    ValueRef::Null => Value::Null,
+                    ValueRef::Integer(n) => Value::from(n),
+                    ValueRef::Real(f) => Value::from(f),
+                    ValueRef::Text(t) | ValueRef::Blob(t) => {
+                        let text = String::from_utf8_lossy(t).into_owned();
+                        if name == "detail" {
+                            serde_json::from_str(&text).unwrap_or(Value::Null)
+                        } else {
+                            Value::String(text)
+                        }
+                    }
+                };
+                obj.insert(name.clone(), v);
+            }
+            if keep(&obj) {
+                out.push(Value::Object(obj));
+                if out.len() >= limit {
+                    break;
+                }
             }
         }
         Ok(out)
