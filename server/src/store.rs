@@ -233,13 +233,8 @@ impl Store {
         let rows = db(stmt.query_map([since as i64], |r| r.get::<_, String>(0)))?;
         let mut ops = Vec::new();
         for row in rows {
-            let batch: Vec<Value> = serde_json::from_str(&db(row)?).map_err(|e| e.to_string())?;
-            for v in batch {
-                let delta_text =
-                    serde_json::json!({"format": "fleetgate/delta@1", "from": 0, "to": 1, "ops": [v]}).to_string();
-                let d = Delta::parse(&delta_text).map_err(|e| e.to_string())?;
-                ops.extend(d.ops);
-            }
+            let batch: Vec<Op> = serde_json::from_str(&db(row)?).map_err(|e| format!("stored inverse: {e}"))?;
+            ops.extend(batch);
         }
         Ok(Some(ops))
     }
