@@ -465,7 +465,7 @@ impl Engine {
 
     /// Whether some user already has this email (compared case-insensitively).
     pub fn email_in_use(&self, email: &str) -> bool {
-        self.ix.users.iter().flatten().any(|u| u.email.eq_ignore_ascii_case(email))
+        self.user_slot_by_email(email).is_some()
     }
 
     fn active_member(&self, u: u32, o: u32) -> bool {

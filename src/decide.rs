@@ -368,18 +368,23 @@ impl Engine {
 
     /// Keeps the ids of `devices` that `user` may view (or control), in input order; unknown ids are dropped.
     pub fn filter_devices<'a, S: AsRef<str>>(&self, user: &str, devices: &'a [S], action: Action) -> Vec<&'a str> {
+        let allowed = self.device_check(user, action);
+        devices.iter().map(AsRef::as_ref).filter(|id| allowed(id)).collect()
+    }
+
+    /// A check of many devices for one user and action: the user is resolved once; unknown
+    /// devices (and an unknown or inactive user) give `false`.
+    pub(crate) fn device_check(&self, user: &str, action: Action) -> impl Fn(&str) -> bool + '_ {
         let ix = &self.ix;
-        let Some(u) = self.active_user(user) else { return Vec::new() };
-        devices
-            .iter()
-            .map(AsRef::as_ref)
-            .filter(|id| {
+        let u = self.active_user(user);
+        move |id: &str| {
+            u.is_some_and(|u| {
                 ix.dev_ids
                     .get(id)
                     .and_then(|d| ix.device(d))
                     .is_some_and(|dev| matches!(self.verdict_slots(u, dev, action), Verdict::Allow(..)))
             })
-            .collect()
+        }
     }
 }
 

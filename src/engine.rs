@@ -200,9 +200,12 @@ impl Engine {
 
     /// The user with this email (compared case-insensitively).
     pub fn user_by_email(&self, email: &str) -> Option<UserDoc> {
-        (0..self.ix.users.len() as u32)
-            .find(|&u| self.ix.user(u).is_some_and(|r| r.email.eq_ignore_ascii_case(email)))
-            .and_then(|u| self.user_doc(u))
+        self.user_slot_by_email(email).and_then(|u| self.user_doc(u))
+    }
+
+    /// The slot of the user with this email (compared case-insensitively).
+    pub(crate) fn user_slot_by_email(&self, email: &str) -> Option<u32> {
+        (0..self.ix.users.len() as u32).find(|&u| self.ix.user(u).is_some_and(|r| r.email.eq_ignore_ascii_case(email)))
     }
 
     pub(crate) fn org_doc(&self, o: u32) -> Option<OrgDoc> {

@@ -5,7 +5,6 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::ser::{SerializeMap, Serializer};
 use serde::Serialize;
-use serde_json::json;
 
 use crate::delta::{Delta, Op};
 use crate::engine::Engine;
@@ -44,20 +43,7 @@ impl Serialize for ProjectionView<'_> {
         if let Some(t) = e.expires_at {
             map.serialize_entry("expiresAt", &t)?;
         }
-        map.serialize_entry(
-            "orgs",
-            &Seq(slots.orgs.iter().filter_map(|&o| {
-                let rec = ix.org(o)?;
-                Some(json!({
-                    "id": ix.org_name(o),
-                    "name": rec.name,
-                    "parent": e.projected_parent(o, &slots.in_p).map(|p| ix.org_name(p)),
-                    "plan": ix.org(ix.der(o).root).map_or(rec.plan, |r| r.plan),
-                    "suspended": ix.der(o).eff_suspended,
-                    "roles": e.effective_roles(o),
-                }))
-            })),
-        )?;
+        map.serialize_entry("orgs", &Seq(slots.orgs.iter().filter_map(|&o| e.projected_org(o, &slots.in_p))))?;
         map.serialize_entry(
             "users",
             &Seq(slots.users.iter().filter_map(|&u| {

@@ -171,18 +171,8 @@ impl EngineCore {
     /// For newline-joined ids, one byte per id: 1 when the user may do the action.
     #[wasm_bindgen(js_name = filterMask)]
     pub fn filter_mask(&self, user: &str, joined: &str, action: u32) -> Vec<u8> {
-        let action = action_of(action);
-        let ix = &self.engine.ix;
-        let Some(u) = self.engine.active_user(user) else { return vec![0; joined.split('\n').count()] };
-        joined
-            .split('\n')
-            .map(|id| {
-                let ok = ix.dev_ids.get(id).and_then(|d| ix.device(d)).is_some_and(|dev| {
-                    matches!(self.engine.verdict_slots(u, dev, action), crate::decide::Verdict::Allow(..))
-                });
-                u8::from(ok)
-            })
-            .collect()
+        let allowed = self.engine.device_check(user, action_of(action));
+        joined.split('\n').map(|id| u8::from(allowed(id))).collect()
     }
 
     /// Switchable orgs, ascending.
