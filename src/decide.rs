@@ -225,10 +225,9 @@ impl Engine {
                 out.push(m.org);
             }
         }
-        let mut names: Vec<&str> = out.into_iter().map(|o| ix.org_name(o)).collect();
-        names.sort_unstable();
-        names.dedup();
-        names
+        ix.org_ids.sort(&mut out);
+        out.dedup();
+        out.into_iter().map(|o| ix.org_name(o)).collect()
     }
 
     /// The union of the permissions of `user`'s memberships that reach `org` (SPEC §3).
@@ -302,8 +301,10 @@ impl Engine {
             g.own.retain(|o| ix.in_subtree(*o, a));
         }
         // Make the grants disjoint: one per org (a subtree grant wins), none below a subtree grant.
-        g.orgs.sort_unstable_by_key(|&(o, sub)| (o, !sub));
-        g.orgs.dedup_by_key(|&mut (o, _)| o);
+        let mut keyed: Vec<(u32, u32)> = g.orgs.iter().map(|&(o, sub)| (o, u32::from(!sub))).collect();
+        crate::index::sort_pairs(&mut keyed, &|a, b| a.cmp(&b));
+        keyed.dedup_by_key(|&mut (o, _)| o);
+        g.orgs = keyed.into_iter().map(|(o, not_sub)| (o, not_sub == 0)).collect();
         let all = g.orgs.clone();
         let below_subtree = |o: u32| all.iter().any(|&(h, sub)| sub && ix.strictly_below(o, h));
         g.orgs.retain(|&(o, _)| !below_subtree(o));
@@ -361,7 +362,7 @@ impl Engine {
             if !g.own.is_empty() {
                 out.extend(ix.owned_by(u).iter().filter(|d| ix.device(**d).is_some_and(own_ok)));
             }
-            out.sort_unstable_by(|a, b| ix.device_name(*a).cmp(ix.device_name(*b)));
+            ix.dev_ids.sort(&mut out);
             out
         }
     }
@@ -369,18 +370,18 @@ impl Engine {
     /// Keeps the ids of `devices` that `user` may view (or control), in input order; unknown ids are dropped.
     pub fn filter_devices<'a, S: AsRef<str>>(&self, user: &str, devices: &'a [S], action: Action) -> Vec<&'a str> {
         let allowed = self.device_check(user, action);
-        devices.iter().map(AsRef::as_ref).filter(|id| allowed(id)).collect()
+        devices.iter().map(AsRef::as_ref).filter(|id| allowed(id.as_bytes())).collect()
     }
 
     /// A check of many devices for one user and action: the user is resolved once; unknown
     /// devices (and an unknown or inactive user) give `false`.
-    pub(crate) fn device_check(&self, user: &str, action: Action) -> impl Fn(&str) -> bool + '_ {
+    pub(crate) fn device_check(&self, user: &str, action: Action) -> impl Fn(&[u8]) -> bool + '_ {
         let ix = &self.ix;
         let u = self.active_user(user);
-        move |id: &str| {
+        move |id: &[u8]| {
             u.is_some_and(|u| {
                 ix.dev_ids
-                    .get(id)
+                    .get_bytes(id)
                     .and_then(|d| ix.device(d))
                     .is_some_and(|dev| matches!(self.verdict_slots(u, dev, action), Verdict::Allow(..)))
             })

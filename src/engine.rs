@@ -39,7 +39,7 @@ pub(crate) enum Change<'a> {
 }
 
 /// Converts a JSON role table into closed permission sets.
-pub(crate) fn role_table(org: &OrgDoc) -> Result<Option<crate::index::RoleTable>> {
+pub(crate) fn role_table<I: AsRef<str>, S>(org: &OrgDoc<I, S>) -> Result<Option<crate::index::RoleTable>> {
     let Some(roles) = &org.roles else { return Ok(None) };
     let mut table = BTreeMap::new();
     for (role, list) in roles {
@@ -49,7 +49,7 @@ pub(crate) fn role_table(org: &OrgDoc) -> Result<Option<crate::index::RoleTable>
                 format!(
                     "unknown permission `{}` in role `{role}` of org `{}`",
                     crate::snapshot::truncate_for_message(&bad),
-                    org.id
+                    org.id.as_ref()
                 ),
             )
         })?;
@@ -61,42 +61,42 @@ pub(crate) fn role_table(org: &OrgDoc) -> Result<Option<crate::index::RoleTable>
 impl Engine {
     /// Loads a snapshot from JSON text (SPEC §4.1), checking schema and invariants.
     pub fn from_json(text: &str) -> Result<Self> {
-        Self::from_doc(SnapshotDoc::parse(text)?)
+        Self::from_doc(SnapshotDoc::parse_borrowed(text)?)
     }
 
     /// Loads a parsed snapshot, checking invariants I1–I3 and duplicate ids.
-    pub fn from_doc(doc: SnapshotDoc) -> Result<Self> {
-        let mut ix = Index::new_bulk();
+    pub fn from_doc<I: AsRef<str>, S: AsRef<str> + Into<String>>(doc: SnapshotDoc<I, S>) -> Result<Self> {
+        let mut ix = Index::new_bulk(doc.orgs.len(), doc.users.len(), doc.devices.len());
         for org in &doc.orgs {
-            let o = ix.intern_org(org.id.as_str());
+            let o = ix.intern_org(org.id.as_ref());
             let rec = org_rec(&mut ix, org)?;
             if ix.set_org(o, Some(rec)).is_some() {
-                return Err(Error::new(ErrorCode::DuplicateId, format!("duplicate org id `{}`", org.id)));
+                return Err(Error::new(ErrorCode::DuplicateId, format!("duplicate org id `{}`", org.id.as_ref())));
             }
         }
         for user in doc.users {
-            let u = ix.intern_user(user.id.as_str());
-            let rec = UserRec { email: user.email, name: user.name, status: user.status };
+            let u = ix.intern_user(user.id.as_ref());
+            let rec = UserRec { email: user.email.into(), name: user.name.into(), status: user.status };
             if ix.set_user(u, Some(rec)).is_some() {
-                return Err(Error::new(ErrorCode::DuplicateId, format!("duplicate user id `{}`", user.id)));
+                return Err(Error::new(ErrorCode::DuplicateId, format!("duplicate user id `{}`", user.id.as_ref())));
             }
         }
         for m in &doc.memberships {
-            let u = ix.intern_user(m.user.as_str());
-            let o = ix.intern_org(m.org.as_str());
+            let u = ix.intern_user(m.user.as_ref());
+            let o = ix.intern_org(m.org.as_ref());
             if ix.set_membership(u, o, Some(m.role.clone())).is_some() {
                 return Err(Error::new(
                     ErrorCode::DuplicateId,
-                    format!("duplicate membership of user `{}` in org `{}`", m.user, m.org),
+                    format!("duplicate membership of user `{}` in org `{}`", m.user.as_ref(), m.org.as_ref()),
                 ));
             }
         }
         for dev in doc.devices {
-            let d = ix.intern_device(dev.id.as_str());
-            let org = ix.intern_org(dev.org.as_str());
-            let owner = dev.owner.as_ref().map(|o| ix.intern_user(o.as_str()));
-            if ix.set_device(d, Some(DeviceData { name: dev.name, org, owner })).is_some() {
-                return Err(Error::new(ErrorCode::DuplicateId, format!("duplicate device id `{}`", dev.id)));
+            let d = ix.intern_device(dev.id.as_ref());
+            let org = ix.intern_org(dev.org.as_ref());
+            let owner = dev.owner.as_ref().map(|o| ix.intern_user(o.as_ref()));
+            if ix.set_device(d, Some(DeviceData { name: dev.name.into(), org, owner })).is_some() {
+                return Err(Error::new(ErrorCode::DuplicateId, format!("duplicate device id `{}`", dev.id.as_ref())));
             }
         }
         ix.finish_bulk();
@@ -104,7 +104,7 @@ impl Engine {
         Ok(Self {
             ix,
             revision: doc.revision.0,
-            viewer: doc.viewer,
+            viewer: doc.viewer.map(|v| Id::trusted(v.as_ref().to_owned())),
             issued_at: doc.issued_at.map(|s| s.0),
             expires_at: doc.expires_at.map(|s| s.0),
         })
@@ -138,17 +138,19 @@ impl Engine {
     /// The snapshot as its JSON document: every list in ascending id order, defaults explicit.
     pub fn to_doc(&self) -> SnapshotDoc {
         let ix = &self.ix;
-        let mut orgs: Vec<OrgDoc> = (0..ix.orgs.len() as u32).filter_map(|o| self.org_doc(o)).collect();
-        orgs.sort_unstable_by(|a, b| a.id.cmp(&b.id));
-        let mut users: Vec<UserDoc> = (0..ix.users.len() as u32).filter_map(|u| self.user_doc(u)).collect();
-        users.sort_unstable_by(|a, b| a.id.cmp(&b.id));
-        let mut memberships: Vec<MembershipDoc> = Vec::with_capacity(ix.membership_count);
+        let mut org_slots: Vec<u32> = (0..ix.orgs.len() as u32).filter(|o| ix.org_present(*o)).collect();
+        ix.org_ids.sort(&mut org_slots);
+        let orgs = org_slots.into_iter().filter_map(|o| self.org_doc(o)).collect();
+        let mut user_slots: Vec<u32> = (0..ix.users.len() as u32).filter(|u| ix.user(*u).is_some()).collect();
+        ix.user_ids.sort(&mut user_slots);
+        let mut pairs: Vec<(u32, u32)> = Vec::with_capacity(ix.membership_count);
         for u in 0..ix.user_mems.len() as u32 {
-            for m in ix.mems(u) {
-                memberships.push(self.membership_doc(u, m.org, &m.role));
-            }
+            pairs.extend(ix.mems(u).iter().map(|m| (u, m.org)));
         }
-        memberships.sort_unstable_by(|a, b| (&a.user, &a.org).cmp(&(&b.user, &b.org)));
+        crate::index::sort_pairs(&mut pairs, &|a, b| ix.membership_cmp(a, b));
+        let memberships =
+            pairs.into_iter().filter_map(|(u, o)| ix.mem(u, o).map(|m| self.membership_doc(u, o, &m.role))).collect();
+        let users = user_slots.into_iter().filter_map(|u| self.user_doc(u)).collect();
         let devices = ix.by_id.iter().filter_map(|d| self.device_doc(*d)).collect();
         SnapshotDoc {
             format: SNAPSHOT_FORMAT.to_owned(),
@@ -192,10 +194,11 @@ impl Engine {
     /// The memberships of a user, as (org, role), ascending by org.
     pub fn memberships_of(&self, user: &str) -> Vec<(String, String)> {
         let Some(u) = self.ix.user_ids.get(user) else { return Vec::new() };
-        let mut out: Vec<(String, String)> =
-            self.ix.mems(u).iter().map(|m| (self.ix.org_name(m.org).to_owned(), m.role.as_str().to_owned())).collect();
-        out.sort();
-        out
+        let mut orgs: Vec<u32> = self.ix.mems(u).iter().map(|m| m.org).collect();
+        self.ix.org_ids.sort(&mut orgs);
+        orgs.into_iter()
+            .filter_map(|o| self.ix.mem(u, o).map(|m| (self.ix.org_name(o).to_owned(), m.role.as_str().to_owned())))
+            .collect()
     }
 
     /// The user with this email (compared case-insensitively).
@@ -217,7 +220,12 @@ impl Engine {
             plan: rec.plan,
             suspended: rec.suspended,
             roles: rec.roles.as_ref().map(|t| {
-                t.iter().map(|(k, v)| (k.clone(), v.names().into_iter().map(str::to_owned).collect())).collect()
+                // Inserts rather than `collect`: collecting into a BTreeMap pulls in a stable sort.
+                let mut table = BTreeMap::new();
+                for (k, v) in t {
+                    table.insert(k.clone(), v.names().into_iter().map(str::to_owned).collect());
+                }
+                table
             }),
         })
     }
@@ -368,11 +376,11 @@ fn unknown(kind: &str, id: &str) -> Error {
     Error::new(ErrorCode::UnknownReference, format!("unknown {kind} `{id}`"))
 }
 
-fn org_rec(ix: &mut Index, doc: &OrgDoc) -> Result<OrgRec> {
+fn org_rec<I: AsRef<str>, S: AsRef<str>>(ix: &mut Index, doc: &OrgDoc<I, S>) -> Result<OrgRec> {
     let roles = role_table(doc)?;
     Ok(OrgRec {
-        name: doc.name.clone(),
-        parent: doc.parent.as_ref().map(|p| ix.intern_org(p.as_str())),
+        name: doc.name.as_ref().to_owned(),
+        parent: doc.parent.as_ref().map(|p| ix.intern_org(p.as_ref())),
         plan: doc.plan,
         suspended: doc.suspended,
         roles,

@@ -5,12 +5,10 @@
 //! referenced but the entity is absent): that is how a delta can be applied op by op in
 //! place, validated as a whole, and undone exactly when it fails.
 
+use std::cmp::Ordering;
 use std::collections::BTreeMap;
 
-use std::hash::BuildHasher;
-
 use hashbrown::HashTable;
-use rustc_hash::FxBuildHasher;
 
 use crate::error::{Error, ErrorCode, Result};
 use crate::model::{builtin_role, Perms, Plan, Status, ADMIN_ROLE, MAX_DEPTH};
@@ -23,35 +21,100 @@ pub(crate) const NONE: u32 = u32::MAX;
 /// interning allocates nothing per id.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Interner {
-    table: HashTable<u32>,
+    table: HashTable<Entry>,
     arena: String,
     spans: Vec<(u32, u32)>,
 }
 
+/// A table entry carries its name's span, so a lookup reads the table and the arena only (one
+/// memory access fewer than going through `spans`: a lookup is mostly cache misses).
+#[derive(Debug, Clone, Copy)]
+struct Entry {
+    slot: u32,
+    start: u32,
+    len: u32,
+}
+
+impl Entry {
+    #[inline(always)]
+    fn bytes<'a>(&self, arena: &'a str) -> &'a [u8] {
+        arena.as_bytes().get(self.start as usize..self.start as usize + self.len as usize).unwrap_or(&[])
+    }
+}
+
+/// The Fx hash (as in `rustc-hash`) of an id, a word at a time. Written out with plain loops so
+/// that it inlines into lookups: in wasm, the calls to the generic hasher and to `memcmp` were
+/// a third of the cost of a lookup (ids are short).
 #[inline(always)]
-fn hash_str(s: &str) -> u64 {
-    FxBuildHasher.hash_one(s)
+fn hash_bytes(mut s: &[u8]) -> u64 {
+    const K: u64 = 0xf135_7aea_2e62_a9c5;
+    let mut h = s.len() as u64;
+    while let Some((w, rest)) = s.split_first_chunk::<8>() {
+        h = h.wrapping_add(u64::from_le_bytes(*w)).wrapping_mul(K);
+        s = rest;
+    }
+    if !s.is_empty() {
+        let mut w = 0u64;
+        for &b in s {
+            w = w << 8 | u64::from(b);
+        }
+        h = h.wrapping_add(w).wrapping_mul(K);
+    }
+    h.rotate_left(26)
+}
+
+/// Byte equality a word at a time, without a call to `memcmp`.
+#[inline(always)]
+fn same(mut a: &[u8], mut b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    while let (Some((x, ra)), Some((y, rb))) = (a.split_first_chunk::<8>(), b.split_first_chunk::<8>()) {
+        if u64::from_le_bytes(*x) != u64::from_le_bytes(*y) {
+            return false;
+        }
+        (a, b) = (ra, rb);
+    }
+    let mut i = 0;
+    while let (Some(x), Some(y)) = (a.get(i), b.get(i)) {
+        if x != y {
+            return false;
+        }
+        i += 1;
+    }
+    true
 }
 
 impl Interner {
     #[inline(always)]
     pub(crate) fn get(&self, s: &str) -> Option<u32> {
-        self.table.find(hash_str(s), |&i| self.name(i) == s).copied()
+        self.get_bytes(s.as_bytes())
+    }
+
+    /// [`Interner::get`] on bytes (ids are ASCII). One copy of the lookup for all callers.
+    #[inline(never)]
+    pub(crate) fn get_bytes(&self, s: &[u8]) -> Option<u32> {
+        self.table.find(hash_bytes(s), |e| same(e.bytes(&self.arena), s)).map(|e| e.slot)
     }
 
     pub(crate) fn intern(&mut self, s: &str) -> u32 {
-        let h = hash_str(s);
-        if let Some(&i) = self.table.find(h, |&i| name_in(&self.arena, &self.spans, i) == s) {
-            return i;
+        let (arena, spans) = (&mut self.arena, &mut self.spans);
+        let bytes = s.as_bytes();
+        let entry =
+            self.table.entry(hash_bytes(bytes), |e| same(e.bytes(arena), bytes), |e| hash_bytes(e.bytes(arena)));
+        match entry {
+            hashbrown::hash_table::Entry::Occupied(e) => e.get().slot,
+            hashbrown::hash_table::Entry::Vacant(e) => {
+                // INVARIANT: fewer than u32::MAX ids and arena bytes (both bounded by the input size).
+                let slot = u32::try_from(spans.len()).unwrap_or(NONE - 1);
+                let start = u32::try_from(arena.len()).unwrap_or(u32::MAX);
+                let len = s.len() as u32;
+                arena.push_str(s);
+                spans.push((start, len));
+                e.insert(Entry { slot, start, len });
+                slot
+            }
         }
-        // INVARIANT: fewer than u32::MAX ids and arena bytes (both bounded by the input size).
-        let i = u32::try_from(self.spans.len()).unwrap_or(NONE - 1);
-        let start = u32::try_from(self.arena.len()).unwrap_or(u32::MAX);
-        self.arena.push_str(s);
-        self.spans.push((start, s.len() as u32));
-        let (arena, spans) = (&self.arena, &self.spans);
-        self.table.insert_unique(h, i, |&j| hash_str(name_in(arena, spans, j)));
-        i
     }
 
     #[inline(always)]
@@ -59,16 +122,34 @@ impl Interner {
         name_in(&self.arena, &self.spans, i)
     }
 
+    /// Sorts slots by their ids.
+    pub(crate) fn sort(&self, slots: &mut [u32]) {
+        sort_slots(slots, &|a, b| self.name(a).cmp(self.name(b)));
+    }
+
+    /// Compares two slots by their ids.
+    pub(crate) fn cmp(&self, a: u32, b: u32) -> Ordering {
+        self.name(a).cmp(self.name(b))
+    }
+
     pub(crate) fn len(&self) -> usize {
         self.spans.len()
+    }
+
+    /// Makes room for `n` more ids (of about 16 bytes each).
+    pub(crate) fn reserve(&mut self, n: usize) {
+        let arena = &self.arena;
+        self.table.reserve(n, |e| hash_bytes(e.bytes(arena)));
+        self.spans.reserve(n);
+        self.arena.reserve(n.saturating_mul(16));
     }
 
     /// Forgets every id interned at or after `len`.
     pub(crate) fn truncate(&mut self, len: usize) {
         while self.spans.len() > len {
             let i = (self.spans.len() - 1) as u32;
-            let h = hash_str(self.name(i));
-            if let Ok(entry) = self.table.find_entry(h, |&j| j == i) {
+            let h = hash_bytes(self.name(i).as_bytes());
+            if let Ok(entry) = self.table.find_entry(h, |e| e.slot == i) {
                 entry.remove();
             }
             if let Some((start, _)) = self.spans.pop() {
@@ -84,6 +165,18 @@ fn name_in<'a>(arena: &'a str, spans: &[(u32, u32)], i: u32) -> &'a str {
         .get(i as usize)
         .and_then(|&(start, len)| arena.get(start as usize..start as usize + len as usize))
         .unwrap_or("")
+}
+
+/// Sorts slots with `cmp`. Every sort of slots in the crate goes through here (and pairs through
+/// [`sort_pairs`]) with a `dyn` comparator, so the sort code is instantiated once: each
+/// instantiation of the standard sorts adds about 5 KB to the `.wasm`.
+pub(crate) fn sort_slots(v: &mut [u32], cmp: &dyn Fn(u32, u32) -> Ordering) {
+    v.sort_unstable_by(|a, b| cmp(*a, *b));
+}
+
+/// Sorts slot pairs with `cmp` (see [`sort_slots`]).
+pub(crate) fn sort_pairs(v: &mut [(u32, u32)], cmp: &dyn Fn((u32, u32), (u32, u32)) -> Ordering) {
+    v.sort_unstable_by(|a, b| cmp(*a, *b));
 }
 
 /// A role table entry: the closed permission set a role has in an org.
@@ -221,8 +314,14 @@ fn swap_out(list: &mut Vec<u32>, pos: u32) -> Option<u32> {
 }
 
 impl Index {
-    pub(crate) fn new_bulk() -> Self {
-        Self { bulk: true, ..Self::default() }
+    /// An empty index for loading about `orgs`, `users` and `devices` entities at once.
+    pub(crate) fn new_bulk(orgs: usize, users: usize, devices: usize) -> Self {
+        let mut ix = Self { bulk: true, ..Self::default() };
+        ix.org_ids.reserve(orgs);
+        ix.user_ids.reserve(users);
+        ix.dev_ids.reserve(devices);
+        ix.devices.reserve(devices);
+        ix
     }
 
     // ---- lookups -------------------------------------------------------------------------
@@ -285,6 +384,11 @@ impl Index {
     #[inline(always)]
     pub(crate) fn strictly_below(&self, a: u32, anc: u32) -> bool {
         a != anc && self.in_subtree(a, anc)
+    }
+
+    /// Orders (user, org) pairs by user id, then org id.
+    pub(crate) fn membership_cmp(&self, a: (u32, u32), b: (u32, u32)) -> Ordering {
+        self.user_ids.cmp(a.0, b.0).then_with(|| self.org_ids.cmp(a.1, b.1))
     }
 
     pub(crate) fn org_present(&self, o: u32) -> bool {
@@ -498,7 +602,7 @@ impl Index {
         if self.bulk {
             self.bulk = false;
             let mut by_id: Vec<u32> = (0..self.devices.len() as u32).filter(|d| self.device(*d).is_some()).collect();
-            by_id.sort_unstable_by(|a, b| self.dev_ids.name(*a).cmp(self.dev_ids.name(*b)));
+            self.dev_ids.sort(&mut by_id);
             self.by_id = by_id;
         }
     }

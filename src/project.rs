@@ -248,7 +248,7 @@ impl Engine {
             }
             _ => false,
         });
-        orgs.sort_unstable_by(|a, b| ix.org_name(*a).cmp(ix.org_name(*b)));
+        ix.org_ids.sort(&mut orgs);
 
         // Devices the viewer can view, and their owners (with their memberships there).
         slots.devices = self.visible_slots(viewer, Action::View, None).unwrap_or_default();
@@ -287,10 +287,8 @@ impl Engine {
                 }
             }
         }
-        users.sort_unstable_by(|a, b| ix.user_name(*a).cmp(ix.user_name(*b)));
-        mems.sort_unstable_by(|a, b| {
-            ix.user_name(a.0).cmp(ix.user_name(b.0)).then_with(|| ix.org_name(a.1).cmp(ix.org_name(b.1)))
-        });
+        ix.user_ids.sort(&mut users);
+        crate::index::sort_pairs(&mut mems, &|a, b| ix.membership_cmp(a, b));
         slots.orgs = orgs;
         slots.users = users;
         slots.memberships = mems;
@@ -300,14 +298,21 @@ impl Engine {
     /// The effective role table of `o`: every role it resolves, with its closed permissions.
     fn effective_roles(&self, o: u32) -> BTreeMap<&str, Vec<&'static str>> {
         let ix = &self.ix;
-        let mut names: BTreeSet<&str> = ["Admin", "Staff", "User"].into_iter().collect();
+        // Inserts rather than `collect`: collecting into a BTreeMap pulls in a stable sort.
+        let mut table = BTreeMap::new();
+        let mut add = |n| {
+            if let Some(p) = ix.role_perms(o, n) {
+                table.entry(n).or_insert_with(|| p.names());
+            }
+        };
+        ["Admin", "Staff", "User"].into_iter().for_each(&mut add);
         let mut cur = Some(o);
         while let Some(c) = cur {
             let Some(r) = ix.org(c) else { break };
-            names.extend(r.roles.iter().flat_map(|t| t.keys().map(RoleName::as_str)));
+            r.roles.iter().flat_map(|t| t.keys().map(RoleName::as_str)).for_each(&mut add);
             cur = r.parent;
         }
-        names.into_iter().filter_map(|n| ix.role_perms(o, n).map(|p| (n, p.names()))).collect()
+        table
     }
 
     /// The projected parent of `o`: its nearest ancestor in the projection.

@@ -1,5 +1,6 @@
 //! The JSON shapes of SPEC §4.1 (snapshot) with strict parsing: unknown fields, wrong types and bad ids are errors.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt;
 
@@ -24,10 +25,7 @@ impl Id {
     /// Validates `s` as an id.
     pub fn new(s: impl Into<String>) -> std::result::Result<Self, String> {
         let s = s.into();
-        match id_problem(&s) {
-            None => Ok(Self(s)),
-            Some(why) => Err(format!("invalid id `{}`: {why}", truncate_for_message(&s))),
-        }
+        check_id(&s).map(|()| Self(s))
     }
 
     /// The id as a string slice.
@@ -56,8 +54,72 @@ impl AsRef<str> for Id {
 
 impl<'de> Deserialize<'de> for Id {
     fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        Id::new(s).map_err(serde::de::Error::custom)
+        let s = IdRef::deserialize(d)?;
+        Ok(Id(s.0 .0.into_owned()))
+    }
+}
+
+/// Text borrowed from the JSON input when it has no escapes (loading allocates nothing for it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
+pub struct Text<'a>(pub Cow<'a, str>);
+
+impl AsRef<str> for Text<'_> {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<Text<'_>> for String {
+    fn from(t: Text<'_>) -> String {
+        t.0.into_owned()
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Text<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Cow<'de, str>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E: serde::de::Error>(self, v: &'de str) -> std::result::Result<Self::Value, E> {
+                Ok(Cow::Borrowed(v))
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> std::result::Result<Self::Value, E> {
+                Ok(Cow::Owned(v.to_owned()))
+            }
+            fn visit_string<E: serde::de::Error>(self, v: String) -> std::result::Result<Self::Value, E> {
+                Ok(Cow::Owned(v))
+            }
+        }
+        d.deserialize_str(V).map(Text)
+    }
+}
+
+/// A validated id borrowed from the JSON input (see [`Id`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
+pub struct IdRef<'a>(Text<'a>);
+
+impl AsRef<str> for IdRef<'_> {
+    fn as_ref(&self) -> &str {
+        &self.0 .0
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for IdRef<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let s = Text::deserialize(d)?;
+        check_id(&s.0).map(|()| IdRef(s)).map_err(serde::de::Error::custom)
+    }
+}
+
+fn check_id(s: &str) -> std::result::Result<(), String> {
+    match id_problem(s) {
+        None => Ok(()),
+        Some(why) => Err(format!("invalid id `{}`: {why}", truncate_for_message(s))),
     }
 }
 
@@ -126,17 +188,18 @@ impl fmt::Display for RoleName {
     }
 }
 
-/// An org as it appears in JSON.
+/// An org as it appears in JSON. The documents are generic over their id and text types only so
+/// that loading can borrow from the input ([`IdRef`], [`Text`]); everywhere else they own theirs.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct OrgDoc {
+pub struct OrgDoc<I = Id, S = String> {
     /// The org's id.
-    pub id: Id,
+    pub id: I,
     /// Display name.
-    pub name: String,
+    pub name: S,
     /// Parent org, `null` for a root.
-    #[serde(default)]
-    pub parent: Option<Id>,
+    #[serde(default = "none")]
+    pub parent: Option<I>,
     /// Plan (read on roots only).
     #[serde(default)]
     pub plan: Plan,
@@ -151,13 +214,13 @@ pub struct OrgDoc {
 /// A user as it appears in JSON.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct UserDoc {
+pub struct UserDoc<I = Id, S = String> {
     /// The user's id.
-    pub id: Id,
+    pub id: I,
     /// Email address.
-    pub email: String,
+    pub email: S,
     /// Display name.
-    pub name: String,
+    pub name: S,
     /// Status.
     pub status: Status,
 }
@@ -165,11 +228,11 @@ pub struct UserDoc {
 /// A membership as it appears in JSON.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct MembershipDoc {
+pub struct MembershipDoc<I = Id> {
     /// The member.
-    pub user: Id,
+    pub user: I,
     /// The org.
-    pub org: Id,
+    pub org: I,
     /// The role name.
     pub role: RoleName,
 }
@@ -177,29 +240,29 @@ pub struct MembershipDoc {
 /// A device as it appears in JSON.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct DeviceDoc {
+pub struct DeviceDoc<I = Id, S = String> {
     /// The device's id.
-    pub id: Id,
+    pub id: I,
     /// Display name.
-    pub name: String,
+    pub name: S,
     /// The org it belongs to.
-    pub org: Id,
+    pub org: I,
     /// Its owner, if any.
-    #[serde(default)]
-    pub owner: Option<Id>,
+    #[serde(default = "none")]
+    pub owner: Option<I>,
 }
 
 /// A whole snapshot (SPEC §4.1).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct SnapshotDoc {
+pub struct SnapshotDoc<I = Id, S = String> {
     /// Always `fleetgate/snapshot@1`.
-    pub format: String,
+    pub format: S,
     /// Revision.
     pub revision: SafeInt,
     /// `null` for a full snapshot, or the user it was projected for.
-    #[serde(default)]
-    pub viewer: Option<Id>,
+    #[serde(default = "none")]
+    pub viewer: Option<I>,
     /// Unix seconds when issued.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub issued_at: Option<SafeInt>,
@@ -207,17 +270,34 @@ pub struct SnapshotDoc {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<SafeInt>,
     /// Orgs.
-    #[serde(default)]
-    pub orgs: Vec<OrgDoc>,
+    #[serde(default = "Vec::new")]
+    pub orgs: Vec<OrgDoc<I, S>>,
     /// Users.
-    #[serde(default)]
-    pub users: Vec<UserDoc>,
+    #[serde(default = "Vec::new")]
+    pub users: Vec<UserDoc<I, S>>,
     /// Memberships.
-    #[serde(default)]
-    pub memberships: Vec<MembershipDoc>,
+    #[serde(default = "Vec::new")]
+    pub memberships: Vec<MembershipDoc<I>>,
     /// Devices.
-    #[serde(default)]
-    pub devices: Vec<DeviceDoc>,
+    #[serde(default = "Vec::new")]
+    pub devices: Vec<DeviceDoc<I, S>>,
+}
+
+fn none<T>() -> Option<T> {
+    None
+}
+
+/// A snapshot borrowing its ids and text from the JSON it was parsed from.
+pub(crate) type SnapshotRef<'a> = SnapshotDoc<IdRef<'a>, Text<'a>>;
+
+impl<'a> SnapshotRef<'a> {
+    /// Parses snapshot JSON text without copying its strings, checking the schema and the `format`.
+    pub(crate) fn parse_borrowed(text: &'a str) -> Result<Self> {
+        let doc: Self = serde_json::from_str(text)
+            .map_err(|e| Error::from_json(text, &e, ErrorCode::InvalidSnapshot, "snapshot"))?;
+        check_format(doc.format.as_ref())?;
+        Ok(doc)
+    }
 }
 
 impl SnapshotDoc {
@@ -225,24 +305,13 @@ impl SnapshotDoc {
     pub fn parse(text: &str) -> Result<Self> {
         let doc: SnapshotDoc = serde_json::from_str(text)
             .map_err(|e| Error::from_json(text, &e, ErrorCode::InvalidSnapshot, "snapshot"))?;
-        doc.check_format()?;
+        check_format(&doc.format)?;
         Ok(doc)
     }
 
     /// Parses an already-decoded JSON value.
     pub fn from_value(value: &serde_json::Value) -> Result<Self> {
         Self::parse(&value.to_string())
-    }
-
-    fn check_format(&self) -> Result<()> {
-        if self.format == SNAPSHOT_FORMAT {
-            Ok(())
-        } else {
-            Err(Error::new(
-                ErrorCode::InvalidSnapshot,
-                format!("unknown format `{}` (expected `{SNAPSHOT_FORMAT}`)", truncate_for_message(&self.format)),
-            ))
-        }
     }
 
     /// An empty snapshot at `revision`.
@@ -258,5 +327,16 @@ impl SnapshotDoc {
             memberships: Vec::new(),
             devices: Vec::new(),
         }
+    }
+}
+
+fn check_format(format: &str) -> Result<()> {
+    if format == SNAPSHOT_FORMAT {
+        Ok(())
+    } else {
+        Err(Error::new(
+            ErrorCode::InvalidSnapshot,
+            format!("unknown format `{}` (expected `{SNAPSHOT_FORMAT}`)", truncate_for_message(format)),
+        ))
     }
 }

@@ -72,6 +72,22 @@ test("checks never throw on unknown or malformed ids", () => {
   healthy(engine);
 });
 
+test("filterDevices agrees with canView/canControl on long mixed lists, in input order", () => {
+  const engine = PolicyEngine.fromJson(world);
+  const known = world.devices.map((d) => d.id);
+  const odd = [undefined, null, 7, {}, "", "x".repeat(129), "ünïcode", "a\nb", "ghost", "é".repeat(128)];
+  // 20,000 ids: past the size where the wrapper reserves for the worst case, with duplicates.
+  const list = Array.from({ length: 20000 }, (_, i) => (i % 7 === 3 ? odd[i % odd.length] : known[(i * 31) % known.length]));
+  for (const user of ["ceo", "jones", "jones-kid", "ghost"]) {
+    assert.deepEqual(engine.filterDevices(user, list), list.filter((d) => engine.canView(user, d)), user);
+    assert.deepEqual(engine.filterDevices(user, list, "control"), list.filter((d) => engine.canControl(user, d)), user);
+  }
+  assert.ok(engine.filterDevices("ceo", list).length > 10000, "the admin keeps most of the list");
+  // A short list after a long one still answers from the start of the buffer.
+  assert.deepEqual(engine.filterDevices("jones-kid", ["jones-thermo", "jones-cam"]), ["jones-cam"]);
+  healthy(engine);
+});
+
 test("bad deltas and commands leave the engine as it was", () => {
   const engine = PolicyEngine.fromJson(world);
   const before = JSON.stringify(engine.toJson());
