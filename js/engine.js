@@ -162,10 +162,12 @@ export function createPolicyEngine(raw) {
           b[at++] = 0;
         }
       }
-      const mask = this.#core.filterScratch(ul, n, a);
+      const allowed = this.#core.filterScratch(ul, n, a);
+      if (allowed === n) return devices.slice();
+      const out = new Array(allowed);
       b = heap();
-      const out = [];
-      for (let i = 0; i < n; i++) if (b[mask + i] === 1) out.push(devices[i]);
+      const mask = this.#ptr;
+      for (let i = 0, j = 0; j < allowed; i++) if (b[mask + i] === 1) out[j++] = devices[i];
       return out;
     }
 

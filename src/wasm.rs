@@ -80,12 +80,11 @@ pub fn wasm_memory() -> JsValue {
 pub struct EngineCore {
     engine: Engine,
     scratch: Vec<u8>,
-    mask: Vec<u8>,
 }
 
 impl EngineCore {
     fn new(engine: Engine) -> Self {
-        Self { engine, scratch: vec![0; SCRATCH], mask: Vec::new() }
+        Self { engine, scratch: vec![0; SCRATCH] }
     }
 
     /// The two ids the JS side wrote into the scratch buffer.
@@ -190,21 +189,29 @@ impl EngineCore {
     }
 
     /// `filterDevices` on the scratch buffer: the user (`ulen` bytes), then `count` ids, each a
-    /// length byte and that many bytes (length 0: not an id). Writes one byte per id, 1 when the
-    /// user may do the action, and returns where those bytes are.
+    /// length byte and that many bytes (length 0: not an id; bytes past the buffer: unknown).
+    /// Overwrites the start of the buffer with one byte per id, 1 when the user may do the
+    /// action, and returns how many are 1. (Id `i` starts at or after byte `i`, so each mask
+    /// byte lands on bytes already read.)
     #[wasm_bindgen(js_name = filterScratch)]
     pub fn filter_scratch(&mut self, ulen: u32, count: u32, action: u32) -> u32 {
-        let Self { engine, scratch, mask } = self;
-        let (user, mut rest) = scratch.split_at_checked(ulen as usize).unwrap_or((&[], &[]));
-        let allowed = engine.device_check(std::str::from_utf8(user).unwrap_or(""), action_of(action));
-        mask.clear();
-        for _ in 0..count {
-            let (len, tail) = rest.split_first().map_or((0, &[][..]), |(len, tail)| (*len as usize, tail));
-            let (id, tail) = tail.split_at_checked(len).unwrap_or((&[], &[]));
-            mask.push(u8::from(!id.is_empty() && allowed(id)));
-            rest = tail;
+        let Self { engine, scratch } = self;
+        let user = scratch.get(..ulen as usize).and_then(|s| std::str::from_utf8(s).ok()).unwrap_or("");
+        let allowed = engine.device_check(user, action_of(action));
+        let mut pos = ulen as usize;
+        let mut yes = 0;
+        for i in 0..count as usize {
+            let len = scratch.get(pos).map_or(0, |l| usize::from(*l));
+            let start = pos.saturating_add(1);
+            let id = scratch.get(start..start.saturating_add(len)).unwrap_or(&[]);
+            let ok = !id.is_empty() && allowed(id);
+            pos = start.saturating_add(len);
+            if let Some(m) = scratch.get_mut(i) {
+                *m = u8::from(ok);
+            }
+            yes += u32::from(ok);
         }
-        mask.as_ptr() as usize as u32
+        yes
     }
 
     /// Switchable orgs, ascending.
