@@ -4,7 +4,7 @@ use serde::Serialize;
 
 use crate::engine::Engine;
 use crate::error::{Error, ErrorCode, Result};
-use crate::index::{DeviceData, Index, Mem};
+use crate::index::{DeviceData, Index, Mem, Place, NONE};
 use crate::model::{Action, Permission, Perms, Status};
 
 /// A decision code: the reason of an allow or a deny (SPEC §3 and §5).
@@ -106,7 +106,7 @@ pub(crate) enum Verdict {
 
 /// Finds the best granting membership of `u` for `dev` (SPEC §3 precedence).
 #[inline(always)]
-pub(crate) fn grant(ix: &Index, mems: &[Mem], u: u32, dev: &DeviceData, action: Action) -> Option<(Code, usize)> {
+pub(crate) fn grant(ix: &Index, mems: &[Mem], u: u32, d: u32, dev: Place, action: Action) -> Option<(Code, usize)> {
     let orgp = action.org_permission();
     let ownp = action.own_permission();
     let mut own: Option<usize> = None;
@@ -116,7 +116,7 @@ pub(crate) fn grant(ix: &Index, mems: &[Mem], u: u32, dev: &DeviceData, action: 
             if m.perms.has(orgp) {
                 return Some((Code::AllowOrg, i));
             }
-            if m.perms.has(ownp) && dev.owner == Some(u) {
+            if m.perms.has(ownp) && ix.device(d).is_some_and(|x| x.owner == Some(u)) {
                 own = Some(i);
             }
         } else if m.perms.has(orgp) && m.perms.has(Permission::OrgsSwitch) && ix.strictly_below(dev.org, m.org) {
@@ -148,14 +148,15 @@ impl Engine {
         let Some(u) = ix.user_ids.get(user).filter(|u| ix.user(*u).is_some()) else {
             return Verdict::Deny(Code::DenyUnknownUser);
         };
-        let Some(dev) = ix.dev_ids.get(device).and_then(|d| ix.device(d)) else {
+        let Some((d, dev)) = ix.dev_ids.get_value(device.as_bytes()).filter(|(_, p)| p.org != NONE) else {
             return Verdict::Deny(Code::DenyUnknownDevice);
         };
-        self.verdict_slots(u, dev, action)
+        self.verdict_slots(u, d, dev, action)
     }
 
+    /// The verdict for user slot `u` on device slot `d`, which is at `dev`.
     #[inline(always)]
-    pub(crate) fn verdict_slots(&self, u: u32, dev: &DeviceData, action: Action) -> Verdict {
+    pub(crate) fn verdict_slots(&self, u: u32, d: u32, dev: Place, action: Action) -> Verdict {
         let ix = &self.ix;
         if ix.user(u).is_none_or(|r| r.status != Status::Active) {
             return Verdict::Deny(Code::DenyUserInactive);
@@ -163,7 +164,7 @@ impl Engine {
         if ix.der(dev.org).eff_suspended {
             return Verdict::Deny(Code::DenyOrgSuspended);
         }
-        match grant(ix, ix.mems(u), u, dev, action) {
+        match grant(ix, ix.mems(u), u, d, dev, action) {
             Some((code, i)) => Verdict::Allow(code, i),
             None => Verdict::Deny(Code::DenyNoPermission),
         }
@@ -380,10 +381,9 @@ impl Engine {
         let u = self.active_user(user);
         move |id: &[u8]| {
             u.is_some_and(|u| {
-                ix.dev_ids
-                    .get_bytes(id)
-                    .and_then(|d| ix.device(d))
-                    .is_some_and(|dev| matches!(self.verdict_slots(u, dev, action), Verdict::Allow(..)))
+                ix.dev_ids.get_value(id).is_some_and(|(d, dev)| {
+                    dev.org != NONE && matches!(self.verdict_slots(u, d, dev, action), Verdict::Allow(..))
+                })
             })
         }
     }

@@ -18,24 +18,52 @@ use crate::snapshot::RoleName;
 pub(crate) const NONE: u32 = u32::MAX;
 
 /// Maps id strings to dense slot numbers and back. Names live in one arena string, so that
-/// interning allocates nothing per id.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct Interner {
-    table: HashTable<Entry>,
+/// interning allocates nothing per id. Each id may carry a small value `V` kept in its table
+/// entry (devices keep their org and owner there: see [`Place`]).
+#[derive(Debug, Clone)]
+pub(crate) struct Interner<V: Copy + Default = ()> {
+    table: HashTable<Entry<V>>,
     arena: String,
     spans: Vec<(u32, u32)>,
 }
 
-/// A table entry carries its name's span, so a lookup reads the table and the arena only (one
-/// memory access fewer than going through `spans`: a lookup is mostly cache misses).
+impl<V: Copy + Default> Default for Interner<V> {
+    fn default() -> Self {
+        Self { table: HashTable::new(), arena: String::new(), spans: Vec::new() }
+    }
+}
+
+/// A table entry carries its name's span and value, so a lookup reads the table and the arena
+/// only (a lookup is mostly cache misses; every access saved shows).
 #[derive(Debug, Clone, Copy)]
-struct Entry {
+struct Entry<V> {
     slot: u32,
     start: u32,
     len: u32,
+    value: V,
 }
 
-impl Entry {
+/// A device's org, kept in its id's table entry: most checks need nothing else, and read it in
+/// the same memory access as the id (the owner is read from the device only when an own-device
+/// grant is in play). `org == NONE` while the device is absent. An entry stays 16 bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Place {
+    pub org: u32,
+}
+
+impl Default for Place {
+    fn default() -> Self {
+        Self { org: NONE }
+    }
+}
+
+impl From<&DeviceData> for Place {
+    fn from(d: &DeviceData) -> Self {
+        Self { org: d.org }
+    }
+}
+
+impl<V> Entry<V> {
     #[inline(always)]
     fn bytes<'a>(&self, arena: &'a str) -> &'a [u8] {
         arena.as_bytes().get(self.start as usize..self.start as usize + self.len as usize).unwrap_or(&[])
@@ -85,7 +113,7 @@ fn same(mut a: &[u8], mut b: &[u8]) -> bool {
     true
 }
 
-impl Interner {
+impl<V: Copy + Default> Interner<V> {
     #[inline(always)]
     pub(crate) fn get(&self, s: &str) -> Option<u32> {
         self.get_bytes(s.as_bytes())
@@ -94,7 +122,33 @@ impl Interner {
     /// [`Interner::get`] on bytes (ids are ASCII). One copy of the lookup for all callers.
     #[inline(never)]
     pub(crate) fn get_bytes(&self, s: &[u8]) -> Option<u32> {
-        self.table.find(hash_bytes(s), |e| same(e.bytes(&self.arena), s)).map(|e| e.slot)
+        self.lookup(s).map(|e| e.slot)
+    }
+
+    /// The slot and value of an id.
+    #[inline(never)]
+    pub(crate) fn get_value(&self, s: &[u8]) -> Option<(u32, V)> {
+        self.lookup(s).map(|e| (e.slot, e.value))
+    }
+
+    #[inline(always)]
+    fn lookup(&self, s: &[u8]) -> Option<&Entry<V>> {
+        self.table.find(hash_bytes(s), |e| same(e.bytes(&self.arena), s))
+    }
+
+    /// Sets every value from `value_of(slot)`, in one pass over the table.
+    pub(crate) fn set_values(&mut self, value_of: impl Fn(u32) -> V) {
+        for e in self.table.iter_mut() {
+            e.value = value_of(e.slot);
+        }
+    }
+
+    /// Sets the value kept with slot `i`.
+    pub(crate) fn set_value(&mut self, i: u32, value: V) {
+        let h = hash_bytes(self.name(i).as_bytes());
+        if let Some(e) = self.table.find_mut(h, |e| e.slot == i) {
+            e.value = value;
+        }
     }
 
     pub(crate) fn intern(&mut self, s: &str) -> u32 {
@@ -111,7 +165,7 @@ impl Interner {
                 let len = s.len() as u32;
                 arena.push_str(s);
                 spans.push((start, len));
-                e.insert(Entry { slot, start, len });
+                e.insert(Entry { slot, start, len, value: V::default() });
                 slot
             }
         }
@@ -286,7 +340,7 @@ pub(crate) struct Index {
     pub user_mems: Vec<Vec<Mem>>,
     pub owned: Vec<Vec<u32>>,
 
-    pub dev_ids: Interner,
+    pub dev_ids: Interner<Place>,
     pub devices: Vec<Option<DevRec>>,
     /// Present device slots in ascending id order.
     pub by_id: Vec<u32>,
@@ -535,6 +589,9 @@ impl Index {
             self.unlink_device(old);
         }
         let present_now = data.is_some();
+        if !self.bulk {
+            self.dev_ids.set_value(d, data.as_ref().map_or_else(Place::default, Place::from));
+        }
         if let Some(data) = data {
             self.ensure_org_slot(data.org);
             let pos_org = self.org_devices.get(data.org as usize).map_or(0, Vec::len) as u32;
@@ -604,6 +661,10 @@ impl Index {
             let mut by_id: Vec<u32> = (0..self.devices.len() as u32).filter(|d| self.device(*d).is_some()).collect();
             self.dev_ids.sort(&mut by_id);
             self.by_id = by_id;
+            let devices = &self.devices;
+            self.dev_ids.set_values(|d| {
+                devices.get(d as usize).and_then(Option::as_ref).map_or_else(Place::default, |r| Place::from(&r.data))
+            });
         }
     }
 

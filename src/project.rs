@@ -414,7 +414,7 @@ impl Engine {
         let Some(v) = ix.user_ids.get(viewer).filter(|u| ix.user(*u).is_some()) else { return part };
         let sees = |d: u32| {
             ix.device(d).is_some_and(|dev| {
-                matches!(self.verdict_slots(v, dev, Action::View), crate::decide::Verdict::Allow(..))
+                matches!(self.verdict_slots(v, d, dev.into(), Action::View), crate::decide::Verdict::Allow(..))
             })
         };
         let users_view = |o: u32| self.permissions_in_slots(v, o).has(Permission::UsersView);
