@@ -33,7 +33,8 @@ const S = {
 
 // ---- server ---------------------------------------------------------------------------------
 
-async function api(path, { method = "GET", body } = {}) {
+// `raw`: answer the body text (a snapshot goes to the engine as text: no JSON.stringify).
+async function api(path, { method = "GET", body, raw = false } = {}) {
   const headers = {};
   if (S.token) headers.authorization = `Bearer ${S.token}`;
   if (body !== undefined) headers["content-type"] = "application/json";
@@ -43,14 +44,20 @@ async function api(path, { method = "GET", body } = {}) {
   } catch {
     throw Object.assign(new Error("the server cannot be reached"), { code: "OFFLINE", status: 0 });
   }
-  const data = res.status === 204 || res.status === 304 ? null : await res.json().catch(() => null);
+  const text = res.status === 204 || res.status === 304 ? "" : await res.text().catch(() => "");
+  let data = null;
+  try {
+    data = text === "" || (raw && res.ok) ? null : JSON.parse(text);
+  } catch {
+    data = null;
+  }
   if (!res.ok) {
     const err = new Error(data?.error?.message ?? res.statusText);
     err.code = data?.error?.code ?? `HTTP_${res.status}`;
     err.status = res.status;
     throw err;
   }
-  return data;
+  return raw ? text : data;
 }
 
 // ---- projection bookkeeping (names for display; decisions come from the engine) ---------------
@@ -153,10 +160,10 @@ async function startSession() {
 }
 
 async function loadSnapshot() {
-  const snap = await api("/api/snapshot");
+  const text = await api("/api/snapshot", { raw: true });
   S.engine?.free();
-  S.engine = PolicyEngine.fromJson(snap);
-  indexSnapshot(snap);
+  S.engine = PolicyEngine.fromJson(text);
+  indexSnapshot(JSON.parse(text));
 }
 
 function signOut() {
