@@ -19,7 +19,7 @@ pub(crate) const NONE: u32 = u32::MAX;
 
 /// Maps id strings to dense slot numbers and back. Names live in one arena string, so that
 /// interning allocates nothing per id. Each id may carry a small value `V` kept in its table
-/// entry (devices keep their org and owner there: see [`Place`]).
+/// entry (devices keep their org there: see [`Place`]).
 #[derive(Debug, Clone)]
 pub(crate) struct Interner<V: Copy + Default = ()> {
     table: HashTable<Entry<V>>,
@@ -119,21 +119,16 @@ impl<V: Copy + Default> Interner<V> {
         self.get_bytes(s.as_bytes())
     }
 
-    /// [`Interner::get`] on bytes (ids are ASCII). One copy of the lookup for all callers.
-    #[inline(never)]
+    /// [`Interner::get`] on bytes (ids are ASCII).
+    #[inline(always)]
     pub(crate) fn get_bytes(&self, s: &[u8]) -> Option<u32> {
-        self.lookup(s).map(|e| e.slot)
+        self.get_value(s).map(|(slot, _)| slot)
     }
 
-    /// The slot and value of an id.
+    /// The slot and value of an id. One copy of the lookup for all callers.
     #[inline(never)]
     pub(crate) fn get_value(&self, s: &[u8]) -> Option<(u32, V)> {
-        self.lookup(s).map(|e| (e.slot, e.value))
-    }
-
-    #[inline(always)]
-    fn lookup(&self, s: &[u8]) -> Option<&Entry<V>> {
-        self.table.find(hash_bytes(s), |e| same(e.bytes(&self.arena), s))
+        self.table.find(hash_bytes(s), |e| same(e.bytes(&self.arena), s)).map(|e| (e.slot, e.value))
     }
 
     /// Sets every value from `value_of(slot)`, in one pass over the table.
@@ -178,7 +173,7 @@ impl<V: Copy + Default> Interner<V> {
 
     /// Sorts slots by their ids.
     pub(crate) fn sort(&self, slots: &mut [u32]) {
-        sort_slots(slots, &|a, b| self.name(a).cmp(self.name(b)));
+        sort_slots(slots, &|a, b| self.cmp(a, b));
     }
 
     /// Compares two slots by their ids.
@@ -351,6 +346,11 @@ pub(crate) struct Index {
     pub user_count: usize,
     pub device_count: usize,
     pub membership_count: usize,
+}
+
+/// The place of device slot `d` (vacant: the default).
+fn place_of(devices: &[Option<DevRec>], d: u32) -> Place {
+    devices.get(d as usize).and_then(Option::as_ref).map_or_else(Place::default, |r| Place::from(&r.data))
 }
 
 fn vec_at<T>(v: &mut [T], i: u32) -> Option<&mut T> {
@@ -589,9 +589,6 @@ impl Index {
             self.unlink_device(old);
         }
         let present_now = data.is_some();
-        if !self.bulk {
-            self.dev_ids.set_value(d, data.as_ref().map_or_else(Place::default, Place::from));
-        }
         if let Some(data) = data {
             self.ensure_org_slot(data.org);
             let pos_org = self.org_devices.get(data.org as usize).map_or(0, Vec::len) as u32;
@@ -609,6 +606,9 @@ impl Index {
             if let Some(slot) = vec_at(&mut self.devices, d) {
                 *slot = Some(DevRec { data, pos_org, pos_owner });
             }
+        }
+        if !self.bulk {
+            self.dev_ids.set_value(d, place_of(&self.devices, d));
         }
         match (old.is_some(), present_now) {
             (false, true) => {
@@ -662,9 +662,7 @@ impl Index {
             self.dev_ids.sort(&mut by_id);
             self.by_id = by_id;
             let devices = &self.devices;
-            self.dev_ids.set_values(|d| {
-                devices.get(d as usize).and_then(Option::as_ref).map_or_else(Place::default, |r| Place::from(&r.data))
-            });
+            self.dev_ids.set_values(|d| place_of(devices, d));
         }
     }
 
