@@ -283,6 +283,8 @@ pub struct SnapshotDoc<I = Id, S = String> {
     pub devices: Vec<DeviceDoc<I, S>>,
 }
 
+/// The default of the optional fields. (A plain `#[serde(default)]` would make the generic
+/// documents require `I: Default`.)
 fn none<T>() -> Option<T> {
     None
 }
@@ -293,20 +295,14 @@ pub(crate) type SnapshotRef<'a> = SnapshotDoc<IdRef<'a>, Text<'a>>;
 impl<'a> SnapshotRef<'a> {
     /// Parses snapshot JSON text without copying its strings, checking the schema and the `format`.
     pub(crate) fn parse_borrowed(text: &'a str) -> Result<Self> {
-        let doc: Self = serde_json::from_str(text)
-            .map_err(|e| Error::from_json(text, &e, ErrorCode::InvalidSnapshot, "snapshot"))?;
-        check_format(doc.format.as_ref())?;
-        Ok(doc)
+        parse_doc(text)
     }
 }
 
 impl SnapshotDoc {
     /// Parses snapshot JSON text, checking the schema and the `format`.
     pub fn parse(text: &str) -> Result<Self> {
-        let doc: SnapshotDoc = serde_json::from_str(text)
-            .map_err(|e| Error::from_json(text, &e, ErrorCode::InvalidSnapshot, "snapshot"))?;
-        check_format(&doc.format)?;
-        Ok(doc)
+        parse_doc(text)
     }
 
     /// Parses an already-decoded JSON value.
@@ -328,6 +324,18 @@ impl SnapshotDoc {
             devices: Vec::new(),
         }
     }
+}
+
+/// Parses snapshot JSON text into either form of the documents, checking the schema and the `format`.
+fn parse_doc<'a, I, S>(text: &'a str) -> Result<SnapshotDoc<I, S>>
+where
+    SnapshotDoc<I, S>: Deserialize<'a>,
+    S: AsRef<str>,
+{
+    let doc: SnapshotDoc<I, S> =
+        serde_json::from_str(text).map_err(|e| Error::from_json(text, &e, ErrorCode::InvalidSnapshot, "snapshot"))?;
+    check_format(doc.format.as_ref())?;
+    Ok(doc)
 }
 
 fn check_format(format: &str) -> Result<()> {
