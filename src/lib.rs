@@ -6,6 +6,7 @@
 //! deltas atomically (SPEC §4.2), decides commands (SPEC §5) and projects per-viewer
 //! snapshots (SPEC §4.3). The same crate runs natively (server, CLI) and as WebAssembly.
 
+pub mod authority;
 pub mod command;
 pub mod decide;
 pub mod delta;
