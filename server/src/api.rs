@@ -3,8 +3,6 @@
 //! do work proportional to the fleet on a blocking thread against a published engine version,
 //! never under a lock.
 
-use std::sync::Arc;
-
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
@@ -226,7 +224,7 @@ fn catch_up(app: &App, engine: &Engine, viewer: &str, since: u64) -> ApiResult<O
 
 #[derive(Deserialize)]
 pub struct SinceQuery {
-    since: Option<String>,
+    pub since: Option<String>,
 }
 
 /// Parses `since`: a revision number.

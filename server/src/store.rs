@@ -169,7 +169,6 @@ pub struct Effects {
 pub struct KeyRow {
     pub key_id: String,
     pub secret: [u8; 32],
-    pub created_at: i64,
     pub retired_at: Option<i64>,
 }
 
@@ -356,11 +355,6 @@ impl Store {
     /// Ends every live session past its expiry; returns their ids.
     pub fn end_expired_sessions(&mut self, at: i64) -> StoreResult<Vec<String>> {
         end_sessions_where(&self.conn, "expires_at <= CAST(?1 AS INTEGER)", &at.to_string(), "expired")
-    }
-
-    /// Sets a session's expiry (tests age a session with it).
-    pub fn set_session_expiry(&mut self, sid: &str, at: i64) -> StoreResult<()> {
-        db(self.conn.execute("UPDATE sessions SET expires_at = ?2 WHERE id = ?1", params![sid, at])).map(|_| ())
     }
 
     /// Adds a signing key and makes it the active one: the previous active key is retired now.
@@ -614,11 +608,6 @@ impl Reads<'_> {
         rows.collect::<rusqlite::Result<_>>().map_err(|e| StoreError(e.to_string()))
     }
 
-    /// How many audit entries there are (tests and the attack suite use it through `/healthz`).
-    pub fn audit_count(&self) -> StoreResult<i64> {
-        db(self.0.query_row("SELECT count(*) FROM audit", [], |r| r.get(0)))
-    }
-
     /// Outbox messages (invitations) of the given orgs, newest first.
     pub fn outbox(&self, orgs: &[&str]) -> StoreResult<Vec<Value>> {
         let list = serde_json::to_string(orgs).map_err(|e| StoreError(e.to_string()))?;
@@ -641,9 +630,9 @@ impl Reads<'_> {
         }))?;
         let mut out = Vec::new();
         for row in rows {
-            let (key_id, secret, created_at, retired_at) = db(row)?;
+            let (key_id, secret, _created, retired_at) = db(row)?;
             let Some(secret) = crate::auth::unhex32(&secret) else { return bad("key", format!("`{key_id}` is not 32 hex bytes")) };
-            out.push(KeyRow { key_id, secret, created_at, retired_at });
+            out.push(KeyRow { key_id, secret, retired_at });
         }
         Ok(out)
     }

@@ -163,7 +163,7 @@ mod tests {
         for i in 0..50 {
             t.fail(&format!("k{i}"), Some(ip), 10);
         }
-        assert_eq!(t.check("fresh", Some(ip), 20), Err(50));
+        assert_eq!(t.check("fresh", Some(ip), 20), Err(40));
         assert!(t.check("fresh", Some([127, 0, 0, 1].into()), 20).is_ok());
         assert!(t.check("fresh", Some(ip), 70).is_ok());
     }
