@@ -66,19 +66,51 @@ pub struct Delta {
     pub format: String,
     /// The revision it applies to.
     pub from: SafeInt,
-    /// The revision it produces (`> from`).
+    /// The revision it produces: `> from`, or `= from` for a renewal (no ops).
     pub to: SafeInt,
+    /// Unix seconds when it was issued (signed deltas, SPEC §4.4).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issued_at: Option<SafeInt>,
+    /// Unix seconds after which the state it produces must not be used (signed deltas).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<SafeInt>,
     /// The facts, applied in order and checked as a whole.
     pub ops: Vec<Op>,
 }
 
 impl Delta {
-    /// A delta from `from` to `to` with `ops`.
+    /// A delta from `from` to `to` with `ops`, carrying no validity times.
     pub fn new(from: u64, to: u64, ops: Vec<Op>) -> Self {
-        Self { format: DELTA_FORMAT.to_owned(), from: SafeInt(from), to: SafeInt(to), ops }
+        Self {
+            format: DELTA_FORMAT.to_owned(),
+            from: SafeInt(from),
+            to: SafeInt(to),
+            issued_at: None,
+            expires_at: None,
+            ops,
+        }
     }
 
-    /// Parses delta JSON text, checking the schema, the format and `to > from`.
+    /// A renewal (SPEC §4.2): `from = to = revision`, no ops. Signed, it extends validity.
+    pub fn renewal(revision: u64) -> Self {
+        Self::new(revision, revision, Vec::new())
+    }
+
+    /// The same delta carrying `issuedAt` and `expiresAt` (unix seconds), as the server signs it.
+    #[must_use]
+    pub fn with_expiry(mut self, issued_at: u64, expires_at: u64) -> Self {
+        self.issued_at = Some(SafeInt(issued_at));
+        self.expires_at = Some(SafeInt(expires_at));
+        self
+    }
+
+    /// Whether it is a renewal: `to = from` and no ops.
+    pub fn is_renewal(&self) -> bool {
+        self.to == self.from && self.ops.is_empty()
+    }
+
+    /// Parses delta JSON text, checking the schema, the format and the revisions
+    /// (`to > from`, or `to = from` with no ops).
     pub fn parse(text: &str) -> Result<Self> {
         let d: Delta =
             serde_json::from_str(text).map_err(|e| Error::from_json(text, &e, ErrorCode::InvalidDelta, "delta"))?;
@@ -101,10 +133,16 @@ impl Delta {
                 ),
             ));
         }
-        if self.to <= self.from {
+        if self.to < self.from {
             return Err(Error::new(
                 ErrorCode::InvalidDelta,
-                format!("`to` ({}) must be greater than `from` ({})", self.to.0, self.from.0),
+                format!("`to` ({}) must not be below `from` ({})", self.to.0, self.from.0),
+            ));
+        }
+        if self.to == self.from && !self.ops.is_empty() {
+            return Err(Error::new(
+                ErrorCode::InvalidDelta,
+                format!("`to` equals `from` ({}) but the delta has ops (only a renewal keeps the revision)", self.to.0),
             ));
         }
         Ok(())
@@ -155,7 +193,10 @@ impl Op {
 }
 
 impl Engine {
-    /// Applies a delta atomically: on any error the engine answers exactly as before.
+    /// Applies a delta atomically: on any error the engine answers exactly as before. A renewal
+    /// (`to = from`, no ops) must name the current revision and changes no fact. A delta that
+    /// carries `issuedAt`/`expiresAt` sets the document's [`Engine::issued_at`] and
+    /// [`Engine::expires_at`]; only a signed delta moves [`Engine::signed_expires_at`].
     pub fn apply_delta(&mut self, delta: &Delta) -> Result<()> {
         delta.check()?;
         if delta.from.0 != self.revision {
@@ -164,9 +205,17 @@ impl Engine {
                 format!("delta is from revision {} but the engine is at revision {}", delta.from.0, self.revision),
             ));
         }
-        let changes: Vec<Change<'_>> = delta.ops.iter().map(Op::change).collect();
-        self.apply_changes(&changes)?;
+        if !delta.ops.is_empty() {
+            let changes: Vec<Change<'_>> = delta.ops.iter().map(Op::change).collect();
+            self.apply_changes(&changes)?;
+        }
         self.revision = delta.to.0;
+        if let Some(t) = delta.issued_at {
+            self.issued_at = Some(t.0);
+        }
+        if let Some(t) = delta.expires_at {
+            self.expires_at = Some(t.0);
+        }
         Ok(())
     }
 

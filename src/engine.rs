@@ -15,6 +15,8 @@ pub struct Engine {
     pub(crate) viewer: Option<Id>,
     pub(crate) issued_at: Option<u64>,
     pub(crate) expires_at: Option<u64>,
+    /// The `expiresAt` of the last signed snapshot or delta accepted; `None` when none was.
+    pub(crate) signed_expires_at: Option<u64>,
 }
 
 /// An applied batch of changes, with what reverts it.
@@ -107,6 +109,7 @@ impl Engine {
             viewer: doc.viewer.map(|v| Id::trusted(v.as_ref().to_owned())),
             issued_at: doc.issued_at.map(|s| s.0),
             expires_at: doc.expires_at.map(|s| s.0),
+            signed_expires_at: None,
         })
     }
 
@@ -125,9 +128,19 @@ impl Engine {
         self.issued_at
     }
 
-    /// Unix seconds after which the snapshot must not be used, if it says.
+    /// The document's `expiresAt`: from the snapshot, then from each applied delta that carries
+    /// one. Not a trust statement (an unsigned snapshot may say anything): see
+    /// [`Engine::signed_expires_at`].
     pub fn expires_at(&self) -> Option<u64> {
         self.expires_at
+    }
+
+    /// Unix seconds until which the engine's state is vouched for: the `expiresAt` of the last
+    /// signed snapshot or delta it accepted (SPEC §6 `expiresAt`). `None` for an engine loaded
+    /// by plain [`Engine::from_json`], or a signed one whose payloads carry no expiry. A signed
+    /// delta without `expiresAt` keeps the previous value; unsigned deltas never change it.
+    pub fn signed_expires_at(&self) -> Option<u64> {
+        self.signed_expires_at
     }
 
     /// Counts of (orgs, users, memberships, devices).

@@ -9,7 +9,7 @@ pub enum ErrorCode {
     InvalidJson,
     /// A snapshot breaks the schema: unknown field, wrong type, bad id.
     InvalidSnapshot,
-    /// A delta breaks the schema, has an unknown op, or `to <= from`.
+    /// A delta breaks the schema, has an unknown op, `to < from`, or `to = from` with ops.
     InvalidDelta,
     /// A command is not a well-formed command of SPEC §5.
     InvalidCommand,
@@ -33,12 +33,16 @@ pub enum ErrorCode {
     BadSignature,
     /// A signed envelope names a key the caller did not give.
     UnknownKey,
-    /// A signed snapshot is older than the last accepted revision.
+    /// A signed snapshot or delta is older than the last accepted revision.
     Rollback,
-    /// A signed snapshot's `expiresAt` is past.
+    /// A signed snapshot's or delta's `expiresAt`, or an access token's `exp`, is past.
     Expired,
     /// The active org is not one the user may switch to.
     NotSwitchable,
+    /// An access token is not a well-formed SPEC §4.5 JWT, or its claims have the wrong shape.
+    BadToken,
+    /// A JS argument of the wrong type (the wasm boundary).
+    InvalidArgument,
 }
 
 impl ErrorCode {
@@ -62,6 +66,8 @@ impl ErrorCode {
             Self::Rollback => "ROLLBACK",
             Self::Expired => "EXPIRED",
             Self::NotSwitchable => "NOT_SWITCHABLE",
+            Self::BadToken => "BAD_TOKEN",
+            Self::InvalidArgument => "INVALID_ARGUMENT",
         }
     }
 }

@@ -4,8 +4,10 @@
 //! memberships; devices belong to one organization and optionally one owner. One [`Engine`]
 //! loads a snapshot (SPEC §4.1), answers who may view or control what (SPEC §3), applies
 //! deltas atomically (SPEC §4.2), decides commands (SPEC §5) and projects per-viewer
-//! snapshots (SPEC §4.3). The same crate runs natively (server, CLI) and as WebAssembly.
+//! snapshots (SPEC §4.3); for the edge it verifies signed snapshots and deltas (SPEC §4.4) and
+//! access tokens (SPEC §4.5). The same crate runs natively (server, CLI) and as WebAssembly.
 
+pub mod authority;
 pub mod command;
 pub mod decide;
 pub mod delta;
@@ -19,6 +21,7 @@ pub mod project;
 pub mod signed;
 pub mod snapshot;
 mod tagged;
+pub mod token;
 #[cfg(target_arch = "wasm32")]
 pub mod wasm;
 
@@ -29,3 +32,4 @@ pub use engine::Engine;
 pub use error::{Error, ErrorCode, Result};
 pub use model::{Action, Permission, Perms, Plan, Status};
 pub use snapshot::SnapshotDoc;
+pub use token::{sign_token, verify_token, TokenClaims};

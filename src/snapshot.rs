@@ -116,7 +116,7 @@ impl<'de: 'a, 'a> Deserialize<'de> for IdRef<'a> {
     }
 }
 
-fn check_id(s: &str) -> std::result::Result<(), String> {
+pub(crate) fn check_id(s: &str) -> std::result::Result<(), String> {
     match id_problem(s) {
         None => Ok(()),
         Some(why) => Err(format!("invalid id `{}`: {why}", truncate_for_message(s))),

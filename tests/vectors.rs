@@ -2,8 +2,10 @@
 #![cfg(not(target_arch = "wasm32"))]
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
+use fleetgate::signed::VerifyOptions;
 use fleetgate::{Action, Command, Engine, Error};
 use serde_json::{json, Value};
 
@@ -24,16 +26,52 @@ fn action(v: Option<&Value>) -> Action {
     v.and_then(Value::as_str).and_then(Action::parse).unwrap_or(Action::View)
 }
 
+/// A key set argument (`{keyId: publicKey}`).
+fn keys(v: &Value) -> BTreeMap<String, String> {
+    serde_json::from_value(v.clone()).unwrap_or_else(|e| panic!("bad key set {v}: {e}"))
+}
+
+/// `options.now` (required in vectors: they run on a fixed clock).
+fn now(opts: &Value) -> u64 {
+    opts.get("now").and_then(Value::as_u64).unwrap_or_else(|| panic!("options without `now`: {opts}"))
+}
+
+/// What the signed calls expect: the revision and the signed expiry.
+fn signed_state(e: &Engine) -> Value {
+    json!({"revision": e.revision(), "expiresAt": e.signed_expires_at()})
+}
+
 /// Runs one call; returns its JSON result or the error.
 fn call(engine: &mut Option<Engine>, name: &str, args: &[Value]) -> Result<Value, Error> {
     let arg = |i: usize| args.get(i).cloned().unwrap_or(Value::Null);
-    if name == "fromJson" {
-        let e = Engine::from_json(&text(&arg(0)))?;
-        return Ok(json!(e.revision()));
+    match name {
+        "fromJson" => {
+            let e = Engine::from_json(&text(&arg(0)))?;
+            return Ok(json!(e.revision()));
+        }
+        "fromSigned" => {
+            let opts = arg(2);
+            let min_revision = opts.get("minRevision").and_then(Value::as_u64);
+            let e =
+                Engine::from_signed(&text(&arg(0)), &keys(&arg(1)), VerifyOptions { now: now(&opts), min_revision })?;
+            let state = signed_state(&e);
+            *engine = Some(e);
+            return Ok(state);
+        }
+        "verifyToken" => {
+            let c = fleetgate::verify_token(s(&arg(0)), &keys(&arg(1)), now(&arg(2)))?;
+            return Ok(json!({"user": c.sub, "session": c.sid, "expiresAt": c.exp}));
+        }
+        _ => {}
     }
     let Some(e) = engine.as_mut() else { panic!("no snapshot loaded for call {name}") };
     Ok(match name {
         "revision" => json!(e.revision()),
+        "expiresAt" => json!(e.signed_expires_at()),
+        "applySignedDelta" => {
+            e.apply_signed_delta(&text(&arg(0)), &keys(&arg(1)), now(&arg(2)))?;
+            signed_state(e)
+        }
         "canView" => json!(e.can_view(s(&arg(0)), s(&arg(1)))),
         "canControl" => json!(e.can_control(s(&arg(0)), s(&arg(1)))),
         "explain" => serde_json::to_value(e.explain(s(&arg(0)), s(&arg(1)), action(args.get(2)))).unwrap(),
@@ -92,7 +130,7 @@ fn replay(path: &Path) -> usize {
     for (i, case) in cases.iter().enumerate() {
         let name = case["call"].as_str().unwrap();
         let args = case.get("args").and_then(Value::as_array).cloned().unwrap_or_default();
-        let before = engine.as_ref().map(Engine::to_json);
+        let before = engine.as_ref().map(|e| (e.to_json(), e.signed_expires_at()));
         let got = call(&mut engine, name, &args);
         let at =
             format!("{} case {i} ({name} {})", path.display(), case.get("name").and_then(Value::as_str).unwrap_or(""));
@@ -110,7 +148,8 @@ fn replay(path: &Path) -> usize {
                     assert!(e.message().contains(m), "{at}: message `{}` does not mention `{m}`", e.message());
                 }
                 // A failed call leaves the engine exactly as it was.
-                assert_eq!(engine.as_ref().map(Engine::to_json), before, "{at}: state changed by a failed call");
+                let after = engine.as_ref().map(|e| (e.to_json(), e.signed_expires_at()));
+                assert_eq!(after, before, "{at}: state changed by a failed call");
             }
         }
     }

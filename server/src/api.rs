@@ -1,247 +1,127 @@
-//! The HTTP API of SPEC §7. Every decision goes through the core crate: the server stores,
-//! authenticates, serializes and audits, and holds no policy logic of its own.
+//! The HTTP API of SPEC §7 and §7.1 for users. Handlers are thin: they authenticate (the
+//! [`Caller`] extractor), ask the core crate for every decision, the store for every row, and
+//! do work proportional to the fleet on a blocking thread against a published engine version,
+//! never under a lock.
 
-use std::collections::HashMap;
-use std::convert::Infallible;
-use std::sync::{Arc, Mutex, RwLock};
-
-use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use fleetgate::delta::Op;
-use fleetgate::project::{diff_projections, projected_delta, Part, Probe};
-use fleetgate::signed::Envelope;
-use fleetgate::snapshot::SafeInt;
-use fleetgate::{Action, Command, Delta, Engine, Permission};
+use fleetgate::authority::{audit_command_detail, AcceptRefusal};
+use fleetgate::project::diff_projections;
+use fleetgate::snapshot::{Id, SafeInt};
+use fleetgate::{Action, Code, Command, Decision, Delta, Engine};
 use serde::Deserialize;
 use serde_json::{json, Value};
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::UnboundedReceiverStream;
+use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::StreamExt;
 
 use crate::auth;
-use crate::store::{now, AuditEntry, Store};
+use crate::error::{ApiError, ApiResult};
+use crate::extract::{Caller, ClientAddr, Json, JsonText};
+use crate::state::{App, AppState};
+use crate::store::{now, Acceptance, AuditRow, Effects, NewInvite, SessionRow};
 
 /// Largest request body.
 pub const MAX_BODY: usize = 1 << 20;
-/// How long a session lasts.
-pub const SESSION_SECONDS: i64 = 24 * 3600;
-/// How long a signed snapshot is valid.
-pub const SIGNED_SECONDS: u64 = 3600;
-/// Change-log entries kept for `/api/deltas` and resumed event streams.
-pub const KEEP_CHANGES: u64 = 10_000;
+/// How long work waits for a heavy-work slot before the request is answered 503.
+const HEAVY_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
-/// A subscriber of `/api/events`.
-struct Subscriber {
-    viewer: String,
-    tx: mpsc::UnboundedSender<Event>,
+/// Runs blocking work (store access, hashing, writes) off the async workers.
+pub async fn blocking<T: Send + 'static>(f: impl FnOnce() -> ApiResult<T> + Send + 'static) -> ApiResult<T> {
+    tokio::task::spawn_blocking(f).await.map_err(|e| ApiError::Internal(format!("blocking task: {e}")))?
 }
 
-/// The shared state.
-pub struct Inner {
-    pub engine: RwLock<Engine>,
-    pub store: Mutex<Store>,
-    sessions: Mutex<HashMap<String, (String, i64)>>,
-    subscribers: Mutex<Vec<Subscriber>>,
-    pub signing_key: [u8; 32],
-    pub key_id: String,
-    pub demo: bool,
+/// Runs work proportional to the fleet or to history: at most `App::heavy` at once.
+pub async fn heavy<T: Send + 'static>(app: &AppState, f: impl FnOnce() -> ApiResult<T> + Send + 'static) -> ApiResult<T> {
+    let _permit = tokio::time::timeout(HEAVY_WAIT, app.heavy.acquire()).await.map_err(|_| ApiError::Busy)?.map_err(|_| ApiError::Busy)?;
+    blocking(f).await
 }
 
-/// The handle handlers share.
-pub type AppState = Arc<Inner>;
-
-impl Inner {
-    pub fn new(engine: Engine, store: Store, signing_key: [u8; 32], demo: bool) -> Self {
-        let public = Envelope::public_key(&signing_key);
-        let key_id = format!("k-{}", auth::digest(&public).get(..12).unwrap_or("0"));
-        Self {
-            engine: RwLock::new(engine),
-            store: Mutex::new(store),
-            sessions: Mutex::new(HashMap::new()),
-            subscribers: Mutex::new(Vec::new()),
-            signing_key,
-            key_id,
-            demo,
-        }
-    }
+fn json_text(body: String) -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
-/// An API error: status, stable code, message.
-#[derive(Debug)]
-pub struct ApiError(StatusCode, String, String);
-
-impl ApiError {
-    pub fn new(status: StatusCode, code: &str, message: impl Into<String>) -> Self {
-        Self(status, code.to_owned(), message.into())
-    }
-    fn internal(message: impl Into<String>) -> Self {
-        let message = message.into();
-        tracing::error!("{message}");
-        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL", message)
-    }
-    fn engine(e: &fleetgate::Error) -> Self {
-        use fleetgate::ErrorCode as C;
-        let status = match e.kind() {
-            C::RevisionMismatch => StatusCode::CONFLICT,
-            C::NotSwitchable => StatusCode::FORBIDDEN,
-            C::DuplicateId
-            | C::UnknownReference
-            | C::OrgCycle
-            | C::DepthExceeded
-            | C::OwnerNotMember
-            | C::UnknownRole => StatusCode::UNPROCESSABLE_ENTITY,
-            _ => StatusCode::BAD_REQUEST,
-        };
-        Self::new(status, e.code(), e.message())
-    }
-    fn denied(code: &str) -> Self {
-        Self::new(StatusCode::FORBIDDEN, code, format!("denied: {code}"))
-    }
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        (self.0, axum::Json(json!({"error": {"code": self.1, "message": self.2}}))).into_response()
-    }
-}
-
-type ApiResult<T> = Result<T, ApiError>;
-
-fn lock<T>(m: &Mutex<T>) -> ApiResult<std::sync::MutexGuard<'_, T>> {
-    m.lock().map_err(|_| ApiError::internal("a lock was poisoned"))
-}
-
-fn read(e: &RwLock<Engine>) -> ApiResult<std::sync::RwLockReadGuard<'_, Engine>> {
-    e.read().map_err(|_| ApiError::internal("the engine lock was poisoned"))
-}
-
-fn write(e: &RwLock<Engine>) -> ApiResult<std::sync::RwLockWriteGuard<'_, Engine>> {
-    e.write().map_err(|_| ApiError::internal("the engine lock was poisoned"))
-}
-
-fn store_err(e: String) -> ApiError {
-    ApiError::internal(e)
-}
-
-/// Parses a JSON body: `application/json` only, strict types.
-fn json_body<T: serde::de::DeserializeOwned>(headers: &HeaderMap, body: &Bytes) -> ApiResult<T> {
-    let ct = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
-    if !ct.split(';').next().is_some_and(|t| t.trim().eq_ignore_ascii_case("application/json")) {
-        return Err(ApiError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "UNSUPPORTED_MEDIA_TYPE",
-            "send `content-type: application/json`",
-        ));
-    }
-    let text = std::str::from_utf8(body)
-        .map_err(|_| ApiError::new(StatusCode::BAD_REQUEST, "INVALID_JSON", "body is not UTF-8"))?;
-    serde_json::from_str(text).map_err(|e| {
-        let code = if e.is_data() { "INVALID_REQUEST" } else { "INVALID_JSON" };
-        ApiError::new(StatusCode::BAD_REQUEST, code, e.to_string())
-    })
-}
-
-fn body_text(headers: &HeaderMap, body: &Bytes) -> ApiResult<String> {
-    let v: Value = json_body(headers, body)?;
-    Ok(v.to_string())
-}
-
-/// The authenticated caller.
-pub struct Caller {
-    pub user: String,
-    token_hash: String,
-}
-
-fn token_of(headers: &HeaderMap) -> Option<String> {
-    if let Some(v) = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) {
-        return v.strip_prefix("Bearer ").map(|t| t.trim().to_owned());
-    }
-    let cookies = headers.get(header::COOKIE).and_then(|v| v.to_str().ok())?;
-    cookies.split(';').find_map(|c| c.trim().strip_prefix("fleetgate_session=").map(str::to_owned))
-}
-
-fn authenticate(s: &Inner, headers: &HeaderMap) -> ApiResult<Caller> {
-    let token = token_of(headers)
-        .ok_or_else(|| ApiError::new(StatusCode::UNAUTHORIZED, "UNAUTHENTICATED", "missing bearer token"))?;
-    let h = auth::digest(&token);
-    let cached = lock(&s.sessions)?.get(&h).cloned();
-    let session = match cached {
-        Some(x) => Some(x),
-        None => {
-            let found = lock(&s.store)?.session(&h).map_err(store_err)?;
-            if let Some(x) = &found {
-                lock(&s.sessions)?.insert(h.clone(), x.clone());
-            }
-            found
-        }
-    };
-    let (user, expires) =
-        session.ok_or_else(|| ApiError::new(StatusCode::UNAUTHORIZED, "INVALID_TOKEN", "unknown session token"))?;
-    if expires <= now() {
-        lock(&s.sessions)?.remove(&h);
-        return Err(ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "SESSION_EXPIRED",
-            "the session has expired; sign in again",
-        ));
-    }
-    Ok(Caller { user, token_hash: h })
-}
-
-fn user_json(e: &Engine, user: &str) -> Value {
-    e.user_doc_by_id(user).map_or(Value::Null, |u| serde_json::to_value(u).unwrap_or(Value::Null))
-}
-
-// ---- login, me ---------------------------------------------------------------------------------
+// ---- login, logout, token, me ------------------------------------------------------------------
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct Login {
+pub struct Login {
     email: String,
     password: String,
 }
 
-pub async fn login(State(s): State<AppState>, headers: HeaderMap, body: Bytes) -> ApiResult<Response> {
-    let req: Login = json_body(&headers, &body)?;
-    let bad = || ApiError::new(StatusCode::UNAUTHORIZED, "INVALID_CREDENTIALS", "unknown email or wrong password");
-    let user = read(&s.engine)?.user_by_email(&req.email).ok_or_else(bad)?;
-    let hash = lock(&s.store)?.password_hash(user.id.as_str()).map_err(store_err)?.ok_or_else(bad)?;
+fn session_cookie(token: &str, max_age: i64) -> Option<HeaderValue> {
+    HeaderValue::from_str(&format!("fleetgate_session={token}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age}")).ok()
+}
+
+/// `POST /api/login`: throttled per account and address before any hash; unknown emails cost
+/// one Argon2 verification like known ones.
+pub async fn login(State(app): State<AppState>, ClientAddr(addr): ClientAddr, Json(req): Json<Login>) -> ApiResult<Response> {
+    let key = format!("login:{}", req.email.trim().to_ascii_lowercase());
+    let ip = App::addr_key(addr);
+    app.logins.check(&key, ip, now()).map_err(ApiError::Throttled)?;
+    let engine = app.engine();
+    let user = engine.user_by_email(req.email.trim());
+    let a = app.clone();
+    let uid = user.as_ref().map(|u| u.id.to_string());
+    let stored = blocking(move || match uid {
+        Some(u) => Ok(a.reads.with(|r| r.password_hash(&u))?),
+        None => Ok(None),
+    })
+    .await?;
+    let known = stored.is_some();
+    let hash = stored.unwrap_or_else(|| app.dummy_hash.clone());
     let password = req.password;
-    let ok = tokio::task::spawn_blocking(move || auth::verify_password(&password, &hash))
-        .await
-        .map_err(|e| ApiError::internal(e.to_string()))?;
-    if !ok {
-        return Err(bad());
+    let permit = app.hashing.acquire().await.map_err(|_| ApiError::Busy)?;
+    let ok = blocking(move || Ok(auth::verify_password(&password, &hash))).await? && known;
+    drop(permit);
+    let Some(user) = user.filter(|_| ok) else {
+        app.logins.fail(&key, ip, now());
+        return Err(ApiError::InvalidCredentials);
+    };
+    app.logins.succeed(&key);
+    if !engine.may_sign_in(user.id.as_str()) {
+        return Err(ApiError::denied(Code::DenyUserInactive.as_str()));
     }
-    if user.status != fleetgate::Status::Active {
-        return Err(ApiError::denied("DENY_USER_INACTIVE"));
-    }
-    let token = auth::new_token().map_err(ApiError::internal)?;
-    let expires = now() + SESSION_SECONDS;
-    lock(&s.store)?.create_session(&auth::digest(&token), user.id.as_str(), expires).map_err(store_err)?;
-    let cookie = format!("fleetgate_session={token}; Path=/; HttpOnly; SameSite=Strict; Max-Age={SESSION_SECONDS}");
-    let mut res = axum::Json(json!({"token": token, "user": user, "expiresAt": expires})).into_response();
-    if let Ok(v) = HeaderValue::from_str(&cookie) {
+    let a = app.clone();
+    let uid = user.id.to_string();
+    let (token, session) = blocking(move || a.create_session(&uid)).await?;
+    let mut res = axum::Json(json!({"token": token, "user": user, "expiresAt": session.expires_at})).into_response();
+    if let Some(v) = session_cookie(&token, app.cfg.session_seconds) {
         res.headers_mut().insert(header::SET_COOKIE, v);
     }
     Ok(res)
 }
 
-pub async fn logout(State(s): State<AppState>, headers: HeaderMap) -> ApiResult<Response> {
-    let caller = authenticate(&s, &headers)?;
-    lock(&s.sessions)?.remove(&caller.token_hash);
-    lock(&s.store)?.expire_session(&caller.token_hash, 0).map_err(store_err)?;
+/// `POST /api/logout`: ends the caller's session; its tokens and streams die at once.
+pub async fn logout(State(app): State<AppState>, caller: Caller) -> ApiResult<Response> {
+    let a = app.clone();
+    blocking(move || a.end_session(&caller.session, "logout")).await?;
     let mut res = axum::Json(json!({"ok": true})).into_response();
     res.headers_mut().insert(header::SET_COOKIE, HeaderValue::from_static("fleetgate_session=; Path=/; Max-Age=0"));
     Ok(res)
 }
 
-pub async fn me(State(s): State<AppState>, headers: HeaderMap) -> ApiResult<Response> {
-    let caller = authenticate(&s, &headers)?;
-    let e = read(&s.engine)?;
+/// `POST /api/token`: a short-lived access token (SPEC §4.5) bound to the caller's session.
+pub async fn token(State(app): State<AppState>, caller: Caller) -> ApiResult<Response> {
+    let t = now();
+    let exp = (t + app.cfg.token_seconds).min(caller.session_expires);
+    let claims = fleetgate::token::TokenClaims {
+        iss: "fleetgate".into(),
+        sub: caller.user.clone(),
+        sid: caller.session.clone(),
+        iat: t.max(0) as u64,
+        exp: exp.max(0) as u64,
+    };
+    let keys = app.keys();
+    let token = fleetgate::token::sign_token(&claims, &keys.active_id, &keys.active_secret);
+    Ok(axum::Json(json!({"accessToken": token, "expiresAt": exp})).into_response())
+}
+
+/// `GET /api/me`: the caller, its memberships and switchable orgs.
+pub async fn me(State(app): State<AppState>, caller: Caller) -> ApiResult<Response> {
+    let e = app.engine();
     let memberships: Vec<Value> = e
         .memberships_of(&caller.user)
         .into_iter()
@@ -251,148 +131,171 @@ pub async fn me(State(s): State<AppState>, headers: HeaderMap) -> ApiResult<Resp
         })
         .collect();
     Ok(axum::Json(json!({
-        "user": user_json(&e, &caller.user),
+        "user": e.user_doc_by_id(&caller.user),
         "memberships": memberships,
         "switchableOrgs": e.switchable_orgs(&caller.user),
         "revision": e.revision(),
+        "session": {"expiresAt": caller.session_expires},
     }))
     .into_response())
 }
 
-// ---- snapshots and deltas --------------------------------------------------------------------
+// ---- snapshots, deltas, events -----------------------------------------------------------------
 
 #[derive(Deserialize)]
 pub struct SnapshotQuery {
     signed: Option<String>,
 }
 
-fn etag_matches(headers: &HeaderMap, revision: u64) -> bool {
-    headers.get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok()).is_some_and(|v| {
-        v.split(',').any(|t| {
-            let t = t.trim().trim_start_matches("W/").trim_matches('"');
-            t == "*" || t == revision.to_string()
-        })
-    })
+/// The ETag of a representation: the revision and a digest of who it is for (SPEC §7.1).
+pub fn etag(revision: u64, viewer: &str, session: &str) -> String {
+    let h = auth::digest(&format!("{viewer}\n{session}"));
+    format!("\"{revision}-{}\"", h.get(..16).unwrap_or("0"))
 }
 
+/// Whether `If-None-Match` names `tag`.
+pub fn etag_matches(headers: &HeaderMap, tag: &str) -> bool {
+    headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').any(|t| t.trim().trim_start_matches("W/") == tag))
+}
+
+/// Headers of a cacheable private representation.
+pub fn cache_headers(res: &mut Response, tag: &str) {
+    let h = res.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(tag) {
+        h.insert(header::ETAG, v);
+    }
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("private, no-cache"));
+    h.insert(header::VARY, HeaderValue::from_static("Authorization, Cookie"));
+}
+
+/// A snapshot document with `issuedAt`/`expiresAt`, signed.
+pub fn sign_doc(app: &App, mut doc: fleetgate::SnapshotDoc) -> String {
+    let t = now().max(0) as u64;
+    doc.issued_at = Some(SafeInt(t));
+    doc.expires_at = Some(SafeInt(t + app.cfg.signed_seconds.max(0) as u64));
+    app.sign(serde_json::to_string(&doc).unwrap_or_default().as_bytes())
+}
+
+/// `GET /api/snapshot`: the caller's projection, with a per-viewer ETag.
 pub async fn snapshot(
-    State(s): State<AppState>,
+    State(app): State<AppState>,
+    caller: Caller,
     headers: HeaderMap,
     Query(q): Query<SnapshotQuery>,
 ) -> ApiResult<Response> {
-    let caller = authenticate(&s, &headers)?;
     let signed = matches!(q.signed.as_deref(), Some("1" | "true"));
-    let (revision, body) = {
-        let e = read(&s.engine)?;
-        let rev = e.revision();
-        if !signed && etag_matches(&headers, rev) {
-            let mut res = StatusCode::NOT_MODIFIED.into_response();
-            res.headers_mut().insert(header::ETAG, etag(rev));
-            return Ok(res);
-        }
-        (rev, e.project_json(&caller.user))
-    };
-    let body = if signed {
-        let mut v: Value = serde_json::from_str(&body).map_err(|e| ApiError::internal(e.to_string()))?;
-        let t = now().max(0) as u64;
-        if let Some(o) = v.as_object_mut() {
-            o.insert("issuedAt".into(), json!(t));
-            o.insert("expiresAt".into(), json!(t + SIGNED_SECONDS));
-        }
-        let payload = v.to_string();
-        serde_json::to_string(&Envelope::sign(payload.as_bytes(), &s.key_id, &s.signing_key)).unwrap_or_default()
+    let engine = app.engine();
+    let tag = etag(engine.revision(), &caller.user, &caller.session);
+    if !signed && etag_matches(&headers, &tag) {
+        let mut res = StatusCode::NOT_MODIFIED.into_response();
+        cache_headers(&mut res, &tag);
+        return Ok(res);
+    }
+    let a = app.clone();
+    let body = blocking(move || {
+        Ok(if signed { sign_doc(&a, engine.project(&caller.user)) } else { engine.project_json(&caller.user) })
+    })
+    .await?;
+    let mut res = json_text(body);
+    if signed {
+        res.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("private, no-store"));
+        res.headers_mut().insert(header::VARY, HeaderValue::from_static("Authorization, Cookie"));
     } else {
-        body
-    };
-    let mut res = ([(header::CONTENT_TYPE, "application/json")], body).into_response();
-    res.headers_mut().insert(header::ETAG, etag(revision));
-    res.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("private, no-cache"));
+        cache_headers(&mut res, &tag);
+    }
     Ok(res)
 }
 
-fn etag(revision: u64) -> HeaderValue {
-    HeaderValue::from_str(&format!("\"{revision}\"")).unwrap_or(HeaderValue::from_static("\"0\""))
-}
-
-/// The caller's projected delta from revision `since` to now (`None`: too old).
-fn catch_up(s: &Inner, e: &mut Engine, viewer: &str, since: u64) -> ApiResult<Option<Delta>> {
-    let rev = e.revision();
-    if since > rev {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "REVISION_MISMATCH",
-            format!("revision {since} is ahead of the server's {rev}"),
-        ));
-    }
-    let Some(inverse) = lock(&s.store)?.inverses_since(since).map_err(store_err)? else { return Ok(None) };
-    let mut old = e
+/// The viewer's projected delta from `since` to the engine's revision, or `None` when the
+/// change log no longer reaches back. Runs on a copy of a published version: no lock is held.
+fn catch_up(app: &App, engine: &Engine, viewer: &str, since: u64) -> ApiResult<Option<Delta>> {
+    let rev = engine.revision();
+    let Some(inverse) = app.reads.with(|r| r.inverses_between(since, rev))? else { return Ok(None) };
+    let mut copy = engine.clone();
+    let mut old = copy
         .with_ops(&inverse, |old| old.project(viewer))
-        .map_err(|err| ApiError::internal(format!("rebuilding revision {since}: {err}")))?;
+        .map_err(|e| ApiError::Internal(format!("rebuilding revision {since}: {e}")))?;
     old.revision = SafeInt(since);
-    Ok(Some(diff_projections(old, e.project(viewer))))
+    Ok(Some(diff_projections(old, engine.project(viewer))))
 }
 
 #[derive(Deserialize)]
-pub struct DeltasQuery {
-    since: Option<String>,
+pub struct SinceQuery {
+    pub since: Option<String>,
 }
 
-pub async fn deltas(
-    State(s): State<AppState>,
-    headers: HeaderMap,
-    Query(q): Query<DeltasQuery>,
-) -> ApiResult<Response> {
-    let caller = authenticate(&s, &headers)?;
-    let since: u64 = q.since.as_deref().and_then(|v| v.parse().ok()).ok_or_else(|| {
-        ApiError::new(StatusCode::BAD_REQUEST, "INVALID_ARGUMENT", "`since` must be a revision number")
-    })?;
-    let mut e = write(&s.engine)?;
-    if since == e.revision() {
-        return Ok(axum::Json(json!([])).into_response());
+/// Parses `since`: a revision number.
+pub fn since_of(q: &SinceQuery) -> ApiResult<u64> {
+    q.since
+        .as_deref()
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| ApiError::BadRequest("INVALID_ARGUMENT", "`since` must be a revision number".into()))
+}
+
+/// A revision ahead of the server's: the client talks about another history.
+pub fn ahead(since: u64, rev: u64) -> ApiError {
+    ApiError::Conflict("REVISION_MISMATCH", format!("revision {since} is ahead of the server's {rev}"))
+}
+
+/// A revision the change log no longer reaches.
+pub fn gone(since: u64, what: &str) -> ApiError {
+    ApiError::Gone("REVISION_GONE", format!("revision {since} is too old; fetch {what}"))
+}
+
+/// `GET /api/deltas?since=N`: the caller's projected deltas since N (one merged delta).
+pub async fn deltas(State(app): State<AppState>, caller: Caller, Query(q): Query<SinceQuery>) -> ApiResult<Response> {
+    let since = since_of(&q)?;
+    let engine = app.engine();
+    let rev = engine.revision();
+    if since == rev {
+        return Ok(json_text("[]".into()));
     }
-    match catch_up(&s, &mut e, &caller.user, since)? {
-        Some(d) => Ok(([(header::CONTENT_TYPE, "application/json")], format!("[{}]", d.to_json())).into_response()),
-        None => Err(ApiError::new(
-            StatusCode::GONE,
-            "REVISION_GONE",
-            format!("revision {since} is too old; fetch /api/snapshot"),
-        )),
+    if since > rev {
+        return Err(ahead(since, rev));
+    }
+    let a = app.clone();
+    match heavy(&app, move || catch_up(&a, &engine, &caller.user, since)).await? {
+        Some(d) => Ok(json_text(format!("[{}]", d.to_json()))),
+        None => Err(gone(since, "/api/snapshot")),
     }
 }
 
+/// `GET /api/events`: one projected delta per change, resumable with `Last-Event-ID`; the
+/// stream closes within a second of its session's end.
 pub async fn events(
-    State(s): State<AppState>,
+    State(app): State<AppState>,
+    caller: Caller,
     headers: HeaderMap,
-    Query(q): Query<DeltasQuery>,
+    Query(q): Query<SinceQuery>,
 ) -> ApiResult<Response> {
-    let caller = authenticate(&s, &headers)?;
     let since: Option<u64> = headers
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse().ok())
+        .and_then(|v| v.trim().parse().ok())
         .or_else(|| q.since.as_deref().and_then(|v| v.parse().ok()));
-    let (tx, rx) = mpsc::unbounded_channel();
-    {
-        // Under the write lock no change can slip between the catch-up and the subscription.
-        let mut e = write(&s.engine)?;
-        if let Some(since) = since.filter(|n| *n < e.revision()) {
-            match catch_up(&s, &mut e, &caller.user, since)? {
-                Some(d) => {
-                    let _ = tx.send(Event::default().id(d.to.0.to_string()).event("delta").data(d.to_json()));
-                }
-                None => {
-                    let _ =
-                        tx.send(Event::default().event("resync").data(json!({"revision": e.revision()}).to_string()));
-                }
-            }
+    let (rx, engine) = app.subscribe_user(&caller.user, &caller.session)?;
+    let start = engine.revision();
+    let first: Option<Event> = match since.filter(|n| *n < start) {
+        Some(since) => {
+            let a = app.clone();
+            let viewer = caller.user.clone();
+            Some(match heavy(&app, move || catch_up(&a, &engine, &viewer, since)).await? {
+                Some(d) => Event::default().id(start.to_string()).event("delta").data(d.to_json()),
+                None => Event::default().event("resync").data(json!({"revision": start}).to_string()),
+            })
         }
-        lock(&s.subscribers)?.push(Subscriber { viewer: caller.user.clone(), tx });
-    }
-    let stream = UnboundedReceiverStream::new(rx).map(Ok::<Event, Infallible>);
-    Ok(Sse::new(stream).keep_alive(KeepAlive::default()).into_response())
+        None => None,
+    };
+    let stream = tokio_stream::iter(first).chain(ReceiverStream::new(rx)).map(Ok::<Event, std::convert::Infallible>);
+    let mut res = Sse::new(stream).keep_alive(KeepAlive::default()).into_response();
+    res.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(res)
 }
 
-// ---- devices ---------------------------------------------------------------------------------
+// ---- devices -------------------------------------------------------------------------------------
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -401,342 +304,344 @@ pub struct DevicesQuery {
     action: Option<String>,
 }
 
-pub async fn devices(
-    State(s): State<AppState>,
-    headers: HeaderMap,
-    Query(q): Query<DevicesQuery>,
-) -> ApiResult<Response> {
-    let caller = authenticate(&s, &headers)?;
+/// `GET /api/devices`: the list the wasm engine computes.
+pub async fn devices(State(app): State<AppState>, caller: Caller, Query(q): Query<DevicesQuery>) -> ApiResult<Response> {
     let action = match q.action.as_deref() {
         None | Some("view") => Action::View,
         Some("control") => Action::Control,
         Some(other) => {
-            return Err(ApiError::new(StatusCode::BAD_REQUEST, "INVALID_ARGUMENT", format!("unknown action `{other}`")))
+            return Err(ApiError::BadRequest("INVALID_ARGUMENT", format!("unknown action `{}`", truncate(other))))
         }
     };
-    let e = read(&s.engine)?;
-    let list = e
-        .visible_devices(&caller.user, action, q.active_org.as_deref().filter(|o| !o.is_empty()))
-        .map_err(|err| ApiError::engine(&err))?;
-    Ok(axum::Json(list).into_response())
+    let engine = app.engine();
+    blocking(move || {
+        let list = engine.visible_devices(&caller.user, action, q.active_org.as_deref().filter(|o| !o.is_empty()))?;
+        Ok(axum::Json(list).into_response())
+    })
+    .await
+}
+
+fn truncate(s: &str) -> String {
+    s.chars().take(64).collect()
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct DeviceCommand {
+pub struct DeviceCommand {
     name: String,
     #[serde(default)]
     params: Option<serde_json::Map<String, Value>>,
 }
 
+/// `POST /api/devices/{id}/commands`: 202 when the caller may control the device (queued and
+/// audited), else 403 with the decision code (audited without the request body).
 pub async fn device_command(
-    State(s): State<AppState>,
-    headers: HeaderMap,
+    State(app): State<AppState>,
+    caller: Caller,
     Path(id): Path<String>,
-    body: Bytes,
+    Json(req): Json<DeviceCommand>,
 ) -> ApiResult<Response> {
-    let caller = authenticate(&s, &headers)?;
-    let req: DeviceCommand = json_body(&headers, &body)?;
     if req.name.trim().is_empty() || req.name.len() > 64 {
-        return Err(ApiError::new(StatusCode::BAD_REQUEST, "INVALID_COMMAND", "`name` must be 1 to 64 bytes"));
+        return Err(ApiError::BadRequest("INVALID_COMMAND", "`name` must be 1 to 64 bytes".into()));
     }
-    let (decision, org) = {
-        let e = read(&s.engine)?;
-        (e.explain(&caller.user, &id, Action::Control), e.device_doc_by_id(&id).map(|d| d.org.to_string()))
+    let engine = app.engine();
+    let decision = engine.explain(&caller.user, &id, Action::Control);
+    let audit = AuditRow {
+        actor: caller.user.clone(),
+        action: "device.command".into(),
+        org: engine.device_subject_org(&id),
+        target: Some(id.clone()).filter(|_| Id::new(id.as_str()).is_ok()),
+        outcome: decision.code.as_str().into(),
+        detail: json!({"name": truncate(&req.name)}),
     };
     let params = Value::Object(req.params.unwrap_or_default()).to_string();
-    let outcome = decision.code.as_str();
-    let audit = AuditEntry {
-        actor: &caller.user,
-        action: "device.command",
-        org: org.as_deref(),
-        target: Some(&id),
-        outcome,
-        detail: json!({"name": req.name, "decision": decision}),
-    };
+    let a = app.clone();
     if !decision.allowed {
-        lock(&s.store)?.audit(&audit).map_err(store_err)?;
-        return Err(ApiError::denied(outcome));
+        blocking(move || a.with_store(|s| Ok(s.audit(&audit)?))).await?;
+        return Err(ApiError::denied(decision.code.as_str()));
     }
-    let cmd_id =
-        lock(&s.store)?.queue_device_command(&id, &caller.user, &req.name, &params, &audit).map_err(store_err)?;
-    Ok((
-        StatusCode::ACCEPTED,
-        axum::Json(json!({"id": cmd_id, "status": "queued", "device": id, "decision": decision})),
-    )
+    let (user, name, device) = (caller.user.clone(), req.name.clone(), id.clone());
+    let cmd_id = blocking(move || a.with_store(|s| Ok(s.queue_device_command(&device, &user, &name, &params, &audit)?))).await?;
+    Ok((StatusCode::ACCEPTED, axum::Json(json!({"id": cmd_id, "status": "queued", "device": id, "decision": decision})))
         .into_response())
 }
 
-// ---- commands --------------------------------------------------------------------------------
+// ---- commands ------------------------------------------------------------------------------------
 
-/// Applies an accepted delta: persists it (with `extra` writes) in one transaction, applies it to
-/// the engine, and sends each event subscriber its projected delta.
-fn commit(
-    s: &Inner,
-    e: &mut Engine,
-    delta: &Delta,
-    audit: &AuditEntry<'_>,
-    extra: impl FnOnce(&rusqlite::Transaction<'_>) -> Result<(), String>,
-) -> ApiResult<()> {
-    let inverse: Vec<Op> = e.inverse_ops(&delta.ops);
-    let viewers: Vec<String> = {
-        let mut subs = lock(&s.subscribers)?;
-        subs.retain(|x| !x.tx.is_closed());
-        let mut v: Vec<String> = subs.iter().map(|x| x.viewer.clone()).collect();
-        v.sort();
-        v.dedup();
-        v
-    };
-    let befores: Vec<(String, Probe, Part)> = viewers
-        .into_iter()
-        .map(|v| {
-            let probe = e.probe(delta, &v);
-            let part = e.projection_part(&v, &probe);
-            (v, probe, part)
-        })
-        .collect();
-    {
-        let mut store = lock(&s.store)?;
-        store
-            .commit_delta(delta, &inverse, audit, extra)
-            .map_err(|err| ApiError::new(StatusCode::CONFLICT, "CONFLICT", err))?;
-        if delta.to.0 % 1000 == 0 {
-            store.prune_changes(KEEP_CHANGES).map_err(store_err)?;
-        }
-    }
-    if let Err(err) = e.apply_delta(delta) {
-        // The store took it but the engine did not: the store is the authority, reload from it.
-        tracing::error!("engine refused a stored delta ({err}); reloading from the store");
-        let doc = lock(&s.store)?.load().map_err(store_err)?;
-        *e = Engine::from_doc(doc).map_err(|err| ApiError::internal(err.to_string()))?;
-    }
-    let subs = lock(&s.subscribers)?;
-    for (viewer, probe, before) in befores {
-        let after = e.projection_part(&viewer, &probe);
-        let pd = projected_delta(&before, &after, delta.from.0, delta.to.0);
-        let event = Event::default().id(delta.to.0.to_string()).event("delta").data(pd.to_json());
-        for sub in subs.iter().filter(|x| x.viewer == viewer) {
-            let _ = sub.tx.send(event.clone());
-        }
-    }
-    Ok(())
-}
-
-fn org_of_command(e: &Engine, cmd: &Command) -> Option<String> {
-    let v = serde_json::to_value(cmd).ok()?;
-    for key in ["org", "parent"] {
-        if let Some(o) = v.get(key).and_then(Value::as_str) {
-            return Some(o.to_owned());
-        }
-    }
-    let device = v.get("device").and_then(Value::as_str)?;
-    e.device_doc_by_id(device).map(|d| d.org.to_string())
-}
-
-pub async fn command(State(s): State<AppState>, headers: HeaderMap, body: Bytes) -> ApiResult<Response> {
-    let caller = authenticate(&s, &headers)?;
-    let text = body_text(&headers, &body)?;
-    let mut cmd = Command::parse(&text).map_err(|e| ApiError::engine(&e))?;
-    // The server names the users it creates.
+/// `POST /api/commands`: a §5 command by the caller, decided by the engine, committed with its
+/// audit entry and effects; claim codes are checked here (a server-side secret), throttled.
+pub async fn command(State(app): State<AppState>, caller: Caller, JsonText(text): JsonText) -> ApiResult<Response> {
+    let mut cmd = Command::parse(&text)?;
     let mut invite_token = None;
     if let Command::Invite { user_id, .. } = &mut cmd {
-        let id =
-            format!("u-{}", auth::digest(&auth::new_token().map_err(ApiError::internal)?).get(..16).unwrap_or("0"));
-        *user_id = Some(fleetgate::snapshot::Id::new(id).map_err(ApiError::internal)?);
-        invite_token = Some(auth::new_token().map_err(ApiError::internal)?);
+        let id = format!("u-{}", auth::digest(&auth::new_token().map_err(ApiError::Internal)?).get(..16).unwrap_or("0"));
+        *user_id = Some(Id::new(id).map_err(ApiError::Internal)?);
+        invite_token = Some(auth::new_token().map_err(ApiError::Internal)?);
     }
-    let mut e = write(&s.engine)?;
-    let (mut decision, delta) = e.command_delta(&caller.user, &cmd).map_err(|err| ApiError::engine(&err))?;
-    // The claim code is a server-side secret: check it here.
-    if let (Command::ClaimDevice { device, code, .. }, true) = (&cmd, decision.allowed) {
-        let stored = lock(&s.store)?.claim_code_hash(device.as_str()).map_err(store_err)?;
-        if stored.as_deref() != Some(auth::digest(code).as_str()) {
-            decision = fleetgate::Decision::of(fleetgate::Code::DenyInvalidTarget);
-        }
-    }
-    let org = org_of_command(&e, &cmd);
-    let detail = json!({"command": cmd, "decision": decision});
-    let audit = AuditEntry {
-        actor: &caller.user,
-        action: cmd.op(),
-        org: org.as_deref(),
-        target: None,
-        outcome: decision.code.as_str(),
-        detail,
+    let verified_claim = match &cmd {
+        Command::ClaimDevice { device, code, .. } => Some(check_claim(&app, &caller, device.as_str(), code).await?),
+        _ => None,
     };
-    let delta = match delta.filter(|_| decision.allowed) {
-        Some(d) => d,
-        None => {
-            lock(&s.store)?.audit(&audit).map_err(store_err)?;
-            return Err(ApiError::denied(decision.code.as_str()));
-        }
-    };
-    let mut response = serde_json::Map::new();
-    response.insert("revision".into(), json!(delta.to.0));
-    let demo = s.demo;
-    match &cmd {
-        Command::Invite { email, org, user_id: Some(uid), .. } => {
-            let token = invite_token.unwrap_or_default();
-            let link = format!("/#accept={token}");
-            tracing::info!("invite for {email} into {org}: accept at {link}");
-            response.insert("userId".into(), json!(uid));
-            if demo {
-                response.insert("acceptLink".into(), json!(link));
+    let a = app.clone();
+    let actor = caller.user.clone();
+    let result = blocking(move || {
+        a.commit_with(|e| {
+            let (mut decision, delta) = e.command_delta(&actor, &cmd)?;
+            if let (Some(expected), Command::ClaimDevice { device, .. }) = (&verified_claim, &cmd) {
+                // The code was verified against this hash; it must still be the device's.
+                if a.reads.with(|r| r.claim_code_hash(device.as_str()))?.as_ref() != Some(expected) {
+                    decision = Decision::of(Code::DenyInvalidTarget);
+                }
             }
-            let (email, org, uid) = (email.clone(), org.to_string(), uid.to_string());
-            let hash = auth::digest(&token);
-            commit(&s, &mut e, &delta, &audit, move |tx| {
-                tx.execute(
-                    "INSERT INTO invites (token_hash, user, org, created_at) VALUES (?1, ?2, ?3, ?4)",
-                    rusqlite::params![hash, uid, org, now()],
-                )
-                .map_err(|e| e.to_string())?;
-                tx.execute(
-                    "INSERT INTO outbox (at, email, org, subject, body) VALUES (?1, ?2, ?3, ?4, ?5)",
-                    rusqlite::params![
-                        now(),
-                        email,
-                        org,
-                        "You are invited to fleetgate",
+            let audit = AuditRow {
+                actor: actor.clone(),
+                action: cmd.op().into(),
+                org: e.command_subject_org(&actor, &cmd, decision.allowed),
+                target: None,
+                outcome: decision.code.as_str().into(),
+                detail: audit_command_detail(&cmd),
+            };
+            let Some(delta) = delta.filter(|_| decision.allowed) else {
+                return Ok((None, audit, Effects::default(), Err(decision)));
+            };
+            let mut fx = Effects::default();
+            let mut out = serde_json::Map::new();
+            out.insert("revision".into(), json!(delta.to.0));
+            match &cmd {
+                Command::Invite { email, org, user_id: Some(uid), .. } => {
+                    let token = invite_token.clone().unwrap_or_default();
+                    let link = format!("/#accept={token}");
+                    tracing::info!("invitation for {email} into {org}");
+                    out.insert("userId".into(), json!(uid));
+                    out.insert("acceptLink".into(), json!(link));
+                    out.insert("expiresAt".into(), json!(now() + a.cfg.invite_seconds));
+                    let message = if a.cfg.demo {
                         format!("Accept your invitation: {link}")
-                    ],
-                )
-                .map_err(|e| e.to_string())?;
-                Ok(())
-            })?;
-        }
-        Command::ClaimDevice { device, .. } => {
-            let device = device.to_string();
-            commit(&s, &mut e, &delta, &audit, move |tx| {
-                tx.execute("DELETE FROM claim_codes WHERE device = ?1", [device]).map_err(|e| e.to_string()).map(|_| ())
-            })?;
-        }
-        _ => commit(&s, &mut e, &delta, &audit, |_| Ok(()))?,
+                    } else {
+                        "Your invitation link was handed to the person who invited you.".to_owned()
+                    };
+                    fx.invite = Some(NewInvite {
+                        token_hash: auth::digest(&token),
+                        user: uid.to_string(),
+                        org: org.to_string(),
+                        expires_at: now() + a.cfg.invite_seconds,
+                        email: email.clone(),
+                        message,
+                    });
+                }
+                Command::ClaimDevice { device, .. } => fx.void_claims.push(device.to_string()),
+                _ => {}
+            }
+            Ok((Some(delta), audit, fx, Ok(Value::Object(out))))
+        })
+    })
+    .await?;
+    match result {
+        Ok(v) => Ok(axum::Json(v).into_response()),
+        Err(decision) => Err(ApiError::denied(decision.code.as_str())),
     }
-    Ok(axum::Json(Value::Object(response)).into_response())
+}
+
+/// Checks a claim code (Argon2id, throttled per device and per actor). Returns the hash it
+/// matched; a wrong code is audited (without the code) and denied `DENY_INVALID_TARGET`.
+async fn check_claim(app: &AppState, caller: &Caller, device: &str, code: &str) -> ApiResult<String> {
+    let t = now();
+    let (dkey, akey) = (format!("claim-device:{device}"), format!("claim-actor:{}", caller.user));
+    app.claims.check(&dkey, None, t).map_err(ApiError::Throttled)?;
+    app.claims.check(&akey, None, t).map_err(ApiError::Throttled)?;
+    let a = app.clone();
+    let d = device.to_owned();
+    let stored = blocking(move || Ok(a.reads.with(|r| r.claim_code_hash(&d))?)).await?;
+    let hash = stored.clone().unwrap_or_else(|| app.dummy_hash.clone());
+    let code = code.to_owned();
+    let permit = app.hashing.acquire().await.map_err(|_| ApiError::Busy)?;
+    let ok = blocking(move || Ok(auth::verify_password(&code, &hash))).await? && stored.is_some();
+    drop(permit);
+    match stored.filter(|_| ok) {
+        Some(h) => {
+            app.claims.succeed(&dkey);
+            app.claims.succeed(&akey);
+            Ok(h)
+        }
+        None => {
+            app.claims.fail(&dkey, None, t);
+            app.claims.fail(&akey, None, t);
+            let engine = app.engine();
+            let audit = AuditRow {
+                actor: caller.user.clone(),
+                action: "claimDevice".into(),
+                org: engine.device_subject_org(device).filter(|o| engine.is_member(&caller.user, o)),
+                target: None,
+                outcome: Code::DenyInvalidTarget.as_str().into(),
+                detail: json!({"op": "claimDevice", "device": device, "reason": "wrong claim code"}),
+            };
+            let a = app.clone();
+            blocking(move || a.with_store(|s| Ok(s.audit(&audit)?))).await?;
+            Err(ApiError::denied(Code::DenyInvalidTarget.as_str()))
+        }
+    }
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct Accept {
+pub struct Accept {
     token: String,
     password: String,
 }
 
-pub async fn accept_invite(State(s): State<AppState>, headers: HeaderMap, body: Bytes) -> ApiResult<Response> {
-    let req: Accept = json_body(&headers, &body)?;
+/// `POST /api/invites/accept`: activates a pending user whose invitation is open and unexpired.
+pub async fn accept_invite(State(app): State<AppState>, Json(req): Json<Accept>) -> ApiResult<Response> {
     if req.password.chars().count() < 8 {
-        return Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "WEAK_PASSWORD",
-            "choose a password of at least 8 characters",
-        ));
+        return Err(ApiError::BadRequest("WEAK_PASSWORD", "choose a password of at least 8 characters".into()));
     }
     let token_hash = auth::digest(&req.token);
-    let (user, org) = lock(&s.store)?.invite(&token_hash).map_err(store_err)?.ok_or_else(|| {
-        ApiError::new(StatusCode::NOT_FOUND, "UNKNOWN_INVITE", "no pending invitation for this token")
-    })?;
+    let a = app.clone();
+    let th = token_hash.clone();
+    let invite = blocking(move || Ok(a.reads.with(|r| r.invite(&th))?)).await?;
+    let invite = invite
+        .filter(|i| i.open)
+        .ok_or_else(|| ApiError::NotFound("UNKNOWN_INVITE", "no pending invitation for this token".into()))?;
+    if invite.expires_at <= now() {
+        return Err(ApiError::Gone("INVITE_EXPIRED", "the invitation has expired; ask for a new one".into()));
+    }
     let password = req.password;
-    let hash = tokio::task::spawn_blocking(move || auth::hash_password(&password))
-        .await
-        .map_err(|e| ApiError::internal(e.to_string()))?
-        .map_err(ApiError::internal)?;
-    let session = auth::new_token().map_err(ApiError::internal)?;
-    let session_hash = auth::digest(&session);
-    let expires = now() + SESSION_SECONDS;
-    let mut e = write(&s.engine)?;
-    let mut doc = e
-        .user_doc_by_id(&user)
-        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "UNKNOWN_INVITE", "the invited user no longer exists"))?;
-    if doc.status != fleetgate::Status::Pending {
-        return Err(ApiError::new(StatusCode::CONFLICT, "CONFLICT", "the invited user is no longer pending"));
-    }
-    doc.status = fleetgate::Status::Active;
-    let delta = Delta::new(e.revision(), e.revision() + 1, vec![Op::PutUser { user: doc.clone() }]);
-    let audit = AuditEntry {
-        actor: &user,
-        action: "acceptInvite",
-        org: Some(&org),
-        target: Some(&user),
-        outcome: "ALLOW",
-        detail: json!({}),
+    let permit = app.hashing.acquire().await.map_err(|_| ApiError::Busy)?;
+    let hash = blocking(move || auth::hash_password(&password).map_err(ApiError::Internal)).await?;
+    drop(permit);
+    let session_token = auth::new_token().map_err(ApiError::Internal)?;
+    let session = SessionRow {
+        id: auth::new_session_id().map_err(ApiError::Internal)?,
+        token_hash: auth::digest(&session_token),
+        user: invite.user.clone(),
+        expires_at: now() + app.cfg.session_seconds,
     };
-    let uid = user.clone();
-    commit(&s, &mut e, &delta, &audit, move |tx| {
-        tx.execute("UPDATE invites SET accepted_at = ?2 WHERE token_hash = ?1", rusqlite::params![token_hash, now()])
-            .map_err(|e| e.to_string())?;
-        tx.execute("INSERT OR REPLACE INTO passwords (user, hash) VALUES (?1, ?2)", rusqlite::params![uid, hash])
-            .map_err(|e| e.to_string())?;
-        tx.execute(
-            "INSERT INTO sessions (token_hash, user, expires_at) VALUES (?1, ?2, ?3)",
-            rusqlite::params![session_hash, uid, expires],
-        )
-        .map_err(|e| e.to_string())?;
-        Ok(())
-    })?;
-    Ok(axum::Json(json!({"token": session, "user": doc, "revision": e.revision()})).into_response())
-}
-
-// ---- audit, keys, health, demo --------------------------------------------------------------
-
-pub async fn audit(State(s): State<AppState>, headers: HeaderMap) -> ApiResult<Response> {
-    let caller = authenticate(&s, &headers)?;
-    let e = read(&s.engine)?;
-    let visible = |org: Option<&str>| org.is_some_and(|o| e.permissions_in(&caller.user, o).has(Permission::UsersView));
-    let entries = lock(&s.store)?.audit_entries(500, visible).map_err(store_err)?;
-    Ok(axum::Json(entries).into_response())
-}
-
-pub async fn outbox(State(s): State<AppState>, headers: HeaderMap) -> ApiResult<Response> {
-    let caller = authenticate(&s, &headers)?;
-    if !s.demo {
-        return Err(ApiError::new(StatusCode::NOT_FOUND, "NOT_FOUND", "the outbox is shown in demo mode only"));
+    let a = app.clone();
+    let (user, org) = (invite.user.clone(), invite.org.clone());
+    let (doc, revision) = blocking(move || {
+        a.commit_with(|e| {
+            let delta = e.accept_invite_delta(&user).map_err(|r| match r {
+                AcceptRefusal::UnknownUser => ApiError::NotFound("UNKNOWN_INVITE", "the invited user no longer exists".into()),
+                AcceptRefusal::NotPending => ApiError::Conflict("CONFLICT", "the invited user is no longer pending".into()),
+            })?;
+            let doc = e.user_doc_by_id(&user).map(|mut d| {
+                d.status = fleetgate::Status::Active;
+                d
+            });
+            let audit = AuditRow {
+                actor: user.clone(),
+                action: "acceptInvite".into(),
+                org: Some(org.clone()),
+                target: Some(user.clone()),
+                outcome: "ALLOW".into(),
+                detail: json!({}),
+            };
+            let fx = Effects {
+                acceptance: Some(Acceptance { token_hash, user: user.clone(), password_hash: hash, session }),
+                ..Effects::default()
+            };
+            let rev = delta.to.0;
+            Ok((Some(delta), audit, fx, (doc, rev)))
+        })
+    })
+    .await?;
+    let mut res = axum::Json(json!({"token": session_token, "user": doc, "revision": revision})).into_response();
+    if let Some(v) = session_cookie(&session_token, app.cfg.session_seconds) {
+        res.headers_mut().insert(header::SET_COOKIE, v);
     }
-    let e = read(&s.engine)?;
-    let visible = |org: &str| e.permissions_in(&caller.user, org).has(Permission::UsersInvite);
-    Ok(axum::Json(lock(&s.store)?.outbox(visible).map_err(store_err)?).into_response())
+    Ok(res)
 }
 
-pub async fn keys(State(s): State<AppState>) -> Response {
-    axum::Json(json!({"keys": [{"keyId": s.key_id, "publicKey": Envelope::public_key(&s.signing_key)}]}))
-        .into_response()
+// ---- audit, outbox, keys, health, demo -------------------------------------------------------------
+
+#[derive(Deserialize)]
+pub struct AuditQuery {
+    limit: Option<usize>,
+    before: Option<i64>,
 }
 
-pub async fn healthz(State(s): State<AppState>) -> ApiResult<Response> {
-    let rev = read(&s.engine)?.revision();
-    Ok(axum::Json(json!({"status": "ok", "revision": rev})).into_response())
+/// Replaces ids the viewer's projection does not show with `null`, in an entry's detail.
+fn scrub(engine: &Engine, viewer: &str, v: &mut Value) {
+    if let Some(obj) = v.as_object_mut() {
+        for key in ["id", "user", "org", "parent", "device", "owner", "userId"] {
+            if let Some(Value::String(s)) = obj.get(key) {
+                if !engine.audit_shows(viewer, s) {
+                    obj.insert(key.into(), Value::Null);
+                }
+            }
+        }
+    }
 }
 
-pub async fn demo_info(State(s): State<AppState>) -> ApiResult<Response> {
-    if !s.demo {
-        return Err(ApiError::new(StatusCode::NOT_FOUND, "NOT_FOUND", "not in demo mode"));
+/// `GET /api/audit?limit=&before=`: entries about orgs (by identity) in which the caller holds
+/// `users.view`, newest first, with ids the caller's projection does not show hidden.
+pub async fn audit(State(app): State<AppState>, caller: Caller, Query(q): Query<AuditQuery>) -> ApiResult<Response> {
+    let limit = q.limit.unwrap_or(200).clamp(1, 500);
+    let engine = app.engine();
+    let a = app.clone();
+    blocking(move || {
+        let orgs = engine.audit_orgs(&caller.user);
+        if orgs.is_empty() {
+            return Ok(axum::Json(Vec::<Value>::new()).into_response());
+        }
+        let rows = a.reads.with(|r| r.audit_page(&orgs, q.before, limit))?;
+        let viewer = caller.user.as_str();
+        let shown = |id: &Option<String>| id.clone().filter(|i| engine.audit_shows(viewer, i));
+        let out: Vec<Value> = rows
+            .into_iter()
+            .map(|r| {
+                let mut detail = r.detail;
+                scrub(&engine, viewer, &mut detail);
+                json!({"id": r.id, "at": r.at, "actor": shown(&Some(r.actor)), "action": r.action, "org": r.org,
+                    "target": shown(&r.target), "outcome": r.outcome, "detail": detail})
+            })
+            .collect();
+        Ok(axum::Json(out).into_response())
+    })
+    .await
+}
+
+/// `GET /api/outbox` (demo mode): invitation messages of orgs the caller may invite into.
+pub async fn outbox(State(app): State<AppState>, caller: Caller) -> ApiResult<Response> {
+    if !app.cfg.demo {
+        return Err(ApiError::NotFound("NOT_FOUND", "the outbox is shown in demo mode only".into()));
+    }
+    let engine = app.engine();
+    let a = app.clone();
+    blocking(move || {
+        let orgs = engine.outbox_orgs(&caller.user);
+        Ok(axum::Json(a.reads.with(|r| r.outbox(&orgs))?).into_response())
+    })
+    .await
+}
+
+/// `GET /.well-known/fleetgate-keys`: every published key, the active one marked.
+pub async fn keys(State(app): State<AppState>) -> Response {
+    let keys = app.keys();
+    let list: Vec<Value> =
+        keys.published.iter().map(|(id, pk, active)| json!({"keyId": id, "publicKey": pk, "active": active})).collect();
+    let mut res = axum::Json(json!({"keys": list})).into_response();
+    res.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=60"));
+    res
+}
+
+/// `GET /healthz`: liveness, the revision, live sessions and open streams.
+pub async fn healthz(State(app): State<AppState>) -> Response {
+    let (users, edges) = app.stream_counts();
+    axum::Json(json!({"status": "ok", "revision": app.engine().revision(), "sessions": app.sessions.len(),
+        "streams": {"users": users, "edges": edges}}))
+    .into_response()
+}
+
+/// `GET /api/demo`: the demo logins (demo mode only).
+pub async fn demo_info(State(app): State<AppState>) -> ApiResult<Response> {
+    if !app.cfg.demo {
+        return Err(ApiError::NotFound("NOT_FOUND", "not in demo mode".into()));
     }
     Ok(axum::Json(crate::demo::logins()).into_response())
 }
 
-/// Refuses bodies over `MAX_BODY` up front (by `Content-Length`) and gives every 413 the JSON
-/// error shape, also when the limit is hit while reading a chunked body.
-pub async fn limit_body(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
-    let declared =
-        req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
-    let too_large = || {
-        ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "PAYLOAD_TOO_LARGE",
-            format!("bodies are limited to {MAX_BODY} bytes"),
-        )
-        .into_response()
-    };
-    if declared.is_some_and(|n| n > MAX_BODY as u64) {
-        return too_large();
-    }
-    let res = next.run(req).await;
-    if res.status() == StatusCode::PAYLOAD_TOO_LARGE {
-        return too_large();
-    }
-    res
+/// Any other `/api/…` path.
+pub async fn not_found() -> ApiError {
+    ApiError::NotFound("NOT_FOUND", "no such endpoint".into())
 }
 
-pub async fn not_found() -> ApiError {
-    ApiError::new(StatusCode::NOT_FOUND, "NOT_FOUND", "no such endpoint")
-}

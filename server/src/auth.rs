@@ -1,4 +1,5 @@
-//! Credentials: Argon2id password hashes, random session and invite tokens stored as SHA-256.
+//! Credentials: Argon2id hashes for passwords and claim codes (both low-entropy secrets),
+//! SHA-256 for random session and invite tokens (256-bit, so a fast hash suffices).
 
 use argon2::password_hash::rand_core::OsRng;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
@@ -17,9 +18,26 @@ pub fn verify_password(password: &str, hash: &str) -> bool {
     PasswordHash::new(hash).is_ok_and(|h| Argon2::default().verify_password(password.as_bytes(), &h).is_ok())
 }
 
+/// A fixed Argon2id hash that no password matches: verified against when a login names an
+/// unknown email, so that such a login costs the same as one for a known email.
+pub fn dummy_hash() -> String {
+    let salt = SaltString::encode_b64(b"fleetgate-dummy!").unwrap_or_else(|_| SaltString::generate(&mut OsRng));
+    Argon2::default()
+        .hash_password(b"no password matches this hash", &salt)
+        .map(|h| h.to_string())
+        .unwrap_or_default()
+}
+
 /// A fresh random token (32 bytes, base64url).
 pub fn new_token() -> Result<String, String> {
     let mut bytes = [0u8; 32];
+    getrandom::getrandom(&mut bytes).map_err(|e| e.to_string())?;
+    Ok(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes))
+}
+
+/// A fresh random session id (16 bytes, base64url): the `sid` of access tokens.
+pub fn new_session_id() -> Result<String, String> {
+    let mut bytes = [0u8; 16];
     getrandom::getrandom(&mut bytes).map_err(|e| e.to_string())?;
     Ok(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes))
 }

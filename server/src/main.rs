@@ -1,30 +1,61 @@
 //! `fleetgate-server`: the thin authority of SPEC §7. It stores the state in SQLite, serves each
-//! user the projection of exactly what they may see, and re-checks every command with the same
-//! engine the browser and the edge run.
+//! user the projection of exactly what they may see, re-checks every command with the same
+//! engine the browser and the edge run, and feeds edge gateways signed snapshots and deltas.
 
 mod api;
 mod auth;
 mod demo;
+mod edge;
+mod error;
+mod extract;
+mod state;
 mod store;
+mod throttle;
 
+use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
-use axum::extract::DefaultBodyLimit;
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Request};
+use axum::http::{header, HeaderValue};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
-use clap::Parser;
+use clap::{Parser, Subcommand};
 use fleetgate::{Engine, SnapshotDoc};
 use serde::Deserialize;
 use tower_http::services::ServeDir;
 
-use crate::store::Store;
+use crate::error::ApiError;
+use crate::state::{key_id_of, App, AppState, Config};
+use crate::store::{ReadPool, Retention, Store};
 
 /// The fleetgate server.
 #[derive(Parser, Debug)]
 #[command(name = "fleetgate-server", version, about)]
 struct Args {
+    #[command(subcommand)]
+    cmd: Option<Cmd>,
+    #[command(flatten)]
+    serve: ServeArgs,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Make a new active signing key in the store (a running server picks it up within a
+    /// second); the previous key stays published while its signatures may still be valid.
+    RotateKey {
+        /// The SQLite database file.
+        #[arg(long, default_value = "./fleetgate.db")]
+        db: PathBuf,
+    },
+}
+
+#[derive(clap::Args, Debug)]
+struct ServeArgs {
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:8080")]
     listen: SocketAddr,
@@ -46,6 +77,42 @@ struct Args {
     /// fsync every commit (survives power loss, not only a killed process).
     #[arg(long)]
     sync_full: bool,
+    /// Edge credentials: a file with one token per line (`#` starts a comment); kept hashed.
+    #[arg(long)]
+    edge_token_file: Option<PathBuf>,
+    /// How long a session lasts, seconds.
+    #[arg(long, default_value_t = 24 * 3600)]
+    session_seconds: i64,
+    /// Validity of signed snapshots and deltas, seconds.
+    #[arg(long, default_value_t = 300)]
+    signed_seconds: i64,
+    /// How often edge event streams get a signed renewal, seconds.
+    #[arg(long, default_value_t = 30)]
+    renew_seconds: u64,
+    /// Lifetime of access tokens, seconds (at most 300).
+    #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(i64).range(1..=300))]
+    token_seconds: i64,
+    /// How long an invitation stays valid, days.
+    #[arg(long, default_value_t = 7)]
+    invite_days: i64,
+    /// Change-log entries kept for `/api/deltas`, resumed streams and edges.
+    #[arg(long, default_value_t = 10_000)]
+    keep_changes: u64,
+    /// Days audit entries are kept.
+    #[arg(long, default_value_t = 90)]
+    audit_days: i64,
+    /// Days outbox messages are kept.
+    #[arg(long, default_value_t = 30)]
+    outbox_days: i64,
+    /// Days queued device commands are kept.
+    #[arg(long, default_value_t = 30)]
+    command_days: i64,
+    /// Most connections served at once (more wait to be accepted).
+    #[arg(long, default_value_t = 1024)]
+    max_connections: usize,
+    /// Seconds a request may take to be answered (event streams: until their headers).
+    #[arg(long, default_value_t = 15)]
+    request_timeout: u64,
 }
 
 #[derive(Deserialize)]
@@ -58,23 +125,11 @@ struct Seed {
     claim_codes: std::collections::BTreeMap<String, String>,
 }
 
-fn seed_store(store: &mut Store, seed: serde_json::Value) -> Result<(), String> {
-    let seed: Seed = serde_json::from_value(seed).map_err(|e| format!("seed: {e}"))?;
-    let doc = SnapshotDoc::parse(&seed.snapshot.to_string()).map_err(|e| format!("seed snapshot: {e}"))?;
-    let engine = Engine::from_doc(doc.clone()).map_err(|e| format!("seed snapshot: {e}"))?;
-    if doc.viewer.is_some() {
-        return Err("seed snapshot must be a full snapshot (viewer: null)".into());
-    }
-    // Hash passwords on all cores: Argon2id is deliberately slow.
-    let pairs: Vec<(String, String)> = seed.passwords.into_iter().collect();
-    for (user, _) in &pairs {
-        if engine.user_doc_by_id(user).is_none() {
-            return Err(format!("seed: password for unknown user `{user}`"));
-        }
-    }
+/// Hashes secrets with Argon2id on all cores.
+fn hash_all(pairs: Vec<(String, String)>) -> Result<Vec<(String, String)>, String> {
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
     let chunk = pairs.len().div_ceil(threads).max(1);
-    let hashed: Vec<(String, String)> = std::thread::scope(|scope| {
+    std::thread::scope(|scope| {
         let handles: Vec<_> = pairs
             .chunks(chunk)
             .map(|part| {
@@ -84,38 +139,78 @@ fn seed_store(store: &mut Store, seed: serde_json::Value) -> Result<(), String> 
             })
             .collect();
         handles.into_iter().flat_map(|h| h.join().unwrap_or_default()).collect::<Result<Vec<_>, String>>()
-    })?;
-    let claims: Vec<(String, String)> = seed.claim_codes.iter().map(|(d, c)| (d.clone(), auth::digest(c))).collect();
-    store.seed(&doc, &hashed, &claims)
+    })
 }
 
-fn run(args: Args) -> Result<(), String> {
-    let mut store = Store::open(&args.db, args.sync_full)?;
-    if let Some(path) = &args.seed {
-        let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-        let value: serde_json::Value =
-            serde_json::from_str(&text).map_err(|e| format!("seed {}: {e}", path.display()))?;
-        seed_store(&mut store, value)?;
-        tracing::info!("seeded the world from {}", path.display());
-    } else if args.demo && store.revision()?.is_none() {
-        seed_store(&mut store, demo::seed())?;
-        tracing::info!("seeded the demo world");
+fn seed_store(store: &mut Store, seed: serde_json::Value) -> Result<(), String> {
+    let seed: Seed = serde_json::from_value(seed).map_err(|e| format!("seed: {e}"))?;
+    let doc = SnapshotDoc::parse(&seed.snapshot.to_string()).map_err(|e| format!("seed snapshot: {e}"))?;
+    let engine = Engine::from_doc(doc.clone()).map_err(|e| format!("seed snapshot: {e}"))?;
+    if doc.viewer.is_some() {
+        return Err("seed snapshot must be a full snapshot (viewer: null)".into());
     }
-    let key = match store.meta("signing_key")?.and_then(|h| auth::unhex32(&h)) {
-        Some(k) => k,
-        None => {
-            let k = auth::random_key()?;
-            store.set_meta("signing_key", &auth::hex(&k))?;
-            k
+    for user in seed.passwords.keys() {
+        if engine.user_doc_by_id(user).is_none() {
+            return Err(format!("seed: password for unknown user `{user}`"));
+        }
+    }
+    for device in seed.claim_codes.keys() {
+        if engine.device_doc_by_id(device).is_none() {
+            return Err(format!("seed: claim code for unknown device `{device}`"));
+        }
+    }
+    let hashed = hash_all(seed.passwords.into_iter().collect())?;
+    let claims = hash_all(seed.claim_codes.into_iter().collect())?;
+    store.seed(&doc, &hashed, &claims).map_err(|e| e.0)
+}
+
+fn new_key(store: &mut Store) -> Result<String, String> {
+    let secret = auth::random_key()?;
+    let id = key_id_of(&secret);
+    store.rotate_key(&id, &secret).map_err(|e| e.0)?;
+    Ok(id)
+}
+
+fn edge_tokens(path: Option<&PathBuf>) -> Result<HashSet<String>, String> {
+    let Some(path) = path else { return Ok(HashSet::new()) };
+    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    Ok(text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).map(auth::digest).collect())
+}
+
+/// Security headers on every answer; bodies refused up front by their declared length; a
+/// deadline for every answer (event streams: for their headers).
+async fn harden(timeout: Duration, req: Request, next: Next) -> Response {
+    let declared =
+        req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    let mut res = if declared.is_some_and(|n| n > api::MAX_BODY as u64) {
+        extract::too_large().into_response()
+    } else {
+        match tokio::time::timeout(timeout, next.run(req)).await {
+            Ok(res) => res,
+            Err(_) => ApiError::Busy.into_response(),
         }
     };
-    let engine = Engine::from_doc(store.load()?).map_err(|e| format!("stored world: {e}"))?;
-    let (orgs, users, _, devices) = engine.counts();
-    tracing::info!("revision {}: {orgs} orgs, {users} users, {devices} devices", engine.revision());
-    let state = Arc::new(api::Inner::new(engine, store, key, args.demo));
-    let app = Router::new()
+    let h = res.headers_mut();
+    h.insert("x-content-type-options", HeaderValue::from_static("nosniff"));
+    h.insert("x-frame-options", HeaderValue::from_static("DENY"));
+    h.insert("referrer-policy", HeaderValue::from_static("no-referrer"));
+    h.insert("cross-origin-opener-policy", HeaderValue::from_static("same-origin"));
+    h.insert(
+        "content-security-policy",
+        HeaderValue::from_static(
+            "default-src 'self'; script-src 'self' 'wasm-unsafe-eval'; style-src 'self'; img-src 'self' data:; \
+             connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'",
+        ),
+    );
+    res
+}
+
+fn router(app: AppState, args: &ServeArgs) -> Router {
+    let timeout = Duration::from_secs(args.request_timeout.max(1));
+    Router::new()
         .route("/api/login", post(api::login))
         .route("/api/logout", post(api::logout))
+        .route("/api/token", post(api::token))
         .route("/api/me", get(api::me))
         .route("/api/snapshot", get(api::snapshot))
         .route("/api/deltas", get(api::deltas))
@@ -127,28 +222,155 @@ fn run(args: Args) -> Result<(), String> {
         .route("/api/audit", get(api::audit))
         .route("/api/outbox", get(api::outbox))
         .route("/api/demo", get(api::demo_info))
+        .route("/api/edge/snapshot", get(edge::snapshot))
+        .route("/api/edge/deltas", get(edge::deltas))
+        .route("/api/edge/events", get(edge::events))
+        .route("/api/edge/revoked", get(edge::revoked))
         .route("/.well-known/fleetgate-keys", get(api::keys))
         .route("/healthz", get(api::healthz))
-        .route("/api/{*rest}", get(api::not_found).post(api::not_found))
+        .route("/api/{*rest}", axum::routing::any(api::not_found))
         .nest_service("/pkg", ServeDir::new(&args.pkg))
         .fallback_service(ServeDir::new(&args.www))
         .layer(DefaultBodyLimit::max(api::MAX_BODY))
-        .layer(axum::middleware::from_fn(api::limit_body))
-        .with_state(state);
+        .layer(axum::middleware::from_fn(move |req, next| harden(timeout, req, next)))
+        .with_state(app)
+}
+
+/// Background work: session expiry and key reloads every second, edge renewals, retention.
+fn spawn_background(app: AppState, renew: u64) {
+    let a = app.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tick.tick().await;
+            let b = a.clone();
+            let r = tokio::task::spawn_blocking(move || {
+                b.end_expired()?;
+                if b.reload_keys()? {
+                    tracing::info!("signing key changed: now {}", b.keys().active_id);
+                }
+                Ok::<(), ApiError>(())
+            })
+            .await;
+            if let Ok(Err(e)) = r {
+                tracing::warn!("session/key upkeep: {e:?}");
+            }
+        }
+    });
+    let a = app.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(renew.max(1)));
+        loop {
+            tick.tick().await;
+            let b = a.clone();
+            if let Ok(Err(e)) = tokio::task::spawn_blocking(move || b.renew()).await {
+                tracing::warn!("edge renewal: {e:?}");
+            }
+        }
+    });
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(60));
+        loop {
+            tick.tick().await;
+            let b = app.clone();
+            b.logins.prune(store::now());
+            b.claims.prune(store::now());
+            match tokio::task::spawn_blocking(move || b.prune()).await {
+                Ok(Ok(n)) if n > 0 => tracing::info!("retention: removed {n} rows"),
+                Ok(Err(e)) => tracing::warn!("retention: {e:?}"),
+                _ => {}
+            }
+        }
+    });
+}
+
+/// Accepts connections (at most `max` at once), each served by hyper with a deadline for the
+/// request head and a bounded header size.
+async fn serve(listener: tokio::net::TcpListener, app: Router, max: usize) {
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    let slots = Arc::new(tokio::sync::Semaphore::new(max.max(1)));
+    let shutdown = tokio::signal::ctrl_c();
+    tokio::pin!(shutdown);
+    loop {
+        let Ok(permit) = slots.clone().acquire_owned().await else { return };
+        let (stream, addr) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::warn!("accept: {e}");
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    continue;
+                }
+            },
+            _ = &mut shutdown => return,
+        };
+        let _ = stream.set_nodelay(true);
+        let svc = tower::ServiceExt::map_request(app.clone(), move |mut req: axum::http::Request<hyper::body::Incoming>| {
+            req.extensions_mut().insert(ConnectInfo(addr));
+            req
+        });
+        tokio::spawn(async move {
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(Duration::from_secs(10))
+                .max_buf_size(64 * 1024)
+                .serve_connection(TokioIo::new(stream), hyper_util::service::TowerToHyperService::new(svc));
+            let _ = conn.await;
+            drop(permit);
+        });
+    }
+}
+
+fn run_server(args: ServeArgs) -> Result<(), String> {
+    let replacing = args.seed.is_some() || args.demo;
+    let mut store = Store::open(&args.db, args.sync_full, replacing).map_err(|e| e.0)?;
+    if let Some(path) = &args.seed {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let value: serde_json::Value = serde_json::from_str(&text).map_err(|e| format!("seed {}: {e}", path.display()))?;
+        seed_store(&mut store, value)?;
+        tracing::info!("seeded the world from {}", path.display());
+    } else if args.demo && store.reads().revision().map_err(|e| e.0)?.is_none() {
+        seed_store(&mut store, demo::seed())?;
+        tracing::info!("seeded the demo world");
+    }
+    if store.reads().keys().map_err(|e| e.0)?.iter().all(|k| k.retired_at.is_some()) {
+        let id = new_key(&mut store)?;
+        tracing::info!("made signing key {id}");
+    }
+    let cfg = Config {
+        demo: args.demo,
+        session_seconds: args.session_seconds.max(1),
+        signed_seconds: args.signed_seconds.max(1),
+        renew_seconds: args.renew_seconds.max(1),
+        token_seconds: args.token_seconds,
+        invite_seconds: args.invite_days.max(0) * 86_400,
+        retention: Retention {
+            keep_changes: args.keep_changes.max(1),
+            audit_days: args.audit_days.max(1),
+            outbox_days: args.outbox_days.max(1),
+            command_days: args.command_days.max(1),
+        },
+        edge_tokens: edge_tokens(args.edge_token_file.as_ref())?,
+    };
+    let renew = cfg.renew_seconds;
+    let app = Arc::new(App::new(store, ReadPool::new(&args.db), cfg)?);
+    {
+        let e = app.engine();
+        let (orgs, users, _, devices) = e.counts();
+        tracing::info!("revision {}: {orgs} orgs, {users} users, {devices} devices", e.revision());
+    }
+    let routes = router(app.clone(), &args);
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| e.to_string())?;
     rt.block_on(async move {
         let listener = tokio::net::TcpListener::bind(args.listen)
             .await
             .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
         let addr = listener.local_addr().map_err(|e| e.to_string())?;
+        spawn_background(app, renew);
         tracing::info!("fleetgate-server listening on http://{addr}");
         println!("fleetgate-server listening on http://{addr}");
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async {
-                let _ = tokio::signal::ctrl_c().await;
-            })
-            .await
-            .map_err(|e| e.to_string())
+        serve(listener, routes, args.max_connections).await;
+        Ok(())
     })
 }
 
@@ -157,7 +379,16 @@ fn main() -> std::process::ExitCode {
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .with_writer(std::io::stderr)
         .init();
-    match run(Args::parse()) {
+    let args = Args::parse();
+    let result = match args.cmd {
+        Some(Cmd::RotateKey { db }) => Store::open(&db, false, false).map_err(|e| e.0).and_then(|mut s| {
+            let id = new_key(&mut s)?;
+            println!("active signing key: {id}");
+            Ok(())
+        }),
+        None => run_server(args.serve),
+    };
+    match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("fleetgate-server: {e}");

@@ -1,8 +1,15 @@
-//! The SQLite store: the state (orgs, users, memberships, devices), credentials, sessions,
-//! invites, claim codes, queued device commands, the audit log and the change log of deltas.
-//! Every accepted change is one transaction.
+//! The SQLite store: every SQL statement of the server lives here. It keeps the state (orgs,
+//! users, memberships, devices), credentials (Argon2id password and claim-code hashes,
+//! SHA-256 session and invite token hashes), sessions, invitations, queued device commands,
+//! the audit trail, the outbox, the change log of deltas and their inverses, and the signing
+//! keys. One writer connection (owned by the commit path) and a pool of readers (WAL).
+//!
+//! Every accepted change is one transaction: the entity rows, the change-log row, the new
+//! revision, the audit entry and the change's side effects (invitations, claim codes,
+//! sessions) commit together or not at all.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 use fleetgate::delta::Op;
 use fleetgate::snapshot::{DeviceDoc, MembershipDoc, OrgDoc, SnapshotDoc, UserDoc};
@@ -10,12 +17,29 @@ use fleetgate::Delta;
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
 use serde_json::Value;
 
-/// A store error: a message for the log; the client gets a 500 or 409.
-pub type StoreResult<T> = Result<T, String>;
+/// A store failure, for the log; clients see a generic 500.
+#[derive(Debug)]
+pub struct StoreError(pub String);
+
+impl std::fmt::Display for StoreError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A store result.
+pub type StoreResult<T> = Result<T, StoreError>;
 
 fn db<T>(r: rusqlite::Result<T>) -> StoreResult<T> {
-    r.map_err(|e| format!("database: {e}"))
+    r.map_err(|e| StoreError(format!("database: {e}")))
 }
+
+fn bad<T>(what: &str, e: impl std::fmt::Display) -> StoreResult<T> {
+    Err(StoreError(format!("stored {what}: {e}")))
+}
+
+/// The schema version this build writes (`PRAGMA user_version`).
+const SCHEMA_VERSION: i64 = 2;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -24,35 +48,137 @@ CREATE TABLE IF NOT EXISTS orgs (id TEXT PRIMARY KEY, name TEXT NOT NULL, parent
 CREATE TABLE IF NOT EXISTS users (id TEXT PRIMARY KEY, email TEXT NOT NULL, name TEXT NOT NULL, status TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS memberships (user TEXT NOT NULL, org TEXT NOT NULL, role TEXT NOT NULL, PRIMARY KEY (user, org));
 CREATE TABLE IF NOT EXISTS devices (id TEXT PRIMARY KEY, name TEXT NOT NULL, org TEXT NOT NULL, owner TEXT);
+CREATE TABLE IF NOT EXISTS org_uids (uid INTEGER PRIMARY KEY AUTOINCREMENT, org TEXT NOT NULL, live INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS org_uids_live ON org_uids (org, live);
 CREATE TABLE IF NOT EXISTS passwords (user TEXT PRIMARY KEY, hash TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS sessions (token_hash TEXT PRIMARY KEY, user TEXT NOT NULL, expires_at INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS sessions (id TEXT PRIMARY KEY, token_hash TEXT NOT NULL UNIQUE, user TEXT NOT NULL,
+  created_at INTEGER NOT NULL, expires_at INTEGER NOT NULL, ended_at INTEGER, end_reason TEXT);
+CREATE INDEX IF NOT EXISTS sessions_user ON sessions (user);
 CREATE TABLE IF NOT EXISTS invites (token_hash TEXT PRIMARY KEY, user TEXT NOT NULL, org TEXT NOT NULL,
-  created_at INTEGER NOT NULL, accepted_at INTEGER);
+  created_at INTEGER NOT NULL, expires_at INTEGER NOT NULL, accepted_at INTEGER, revoked_at INTEGER);
+CREATE INDEX IF NOT EXISTS invites_user ON invites (user);
 CREATE TABLE IF NOT EXISTS outbox (id INTEGER PRIMARY KEY AUTOINCREMENT, at INTEGER NOT NULL, email TEXT NOT NULL,
   org TEXT NOT NULL, subject TEXT NOT NULL, body TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS claim_codes (device TEXT PRIMARY KEY, code_hash TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS device_commands (id INTEGER PRIMARY KEY AUTOINCREMENT, at INTEGER NOT NULL,
   device TEXT NOT NULL, user TEXT NOT NULL, name TEXT NOT NULL, params TEXT NOT NULL, status TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS audit (id INTEGER PRIMARY KEY AUTOINCREMENT, at INTEGER NOT NULL, actor TEXT NOT NULL,
-  action TEXT NOT NULL, org TEXT, target TEXT, outcome TEXT NOT NULL, detail TEXT NOT NULL);
-CREATE INDEX IF NOT EXISTS audit_org ON audit (org);
+  action TEXT NOT NULL, org_uid INTEGER, target TEXT, outcome TEXT NOT NULL, detail TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS audit_org ON audit (org_uid, id);
 CREATE TABLE IF NOT EXISTS changes (revision INTEGER PRIMARY KEY, at INTEGER NOT NULL, delta TEXT NOT NULL,
   inverse TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS keys (key_id TEXT PRIMARY KEY, secret TEXT NOT NULL, created_at INTEGER NOT NULL,
+  retired_at INTEGER);
 ";
 
-/// One audit entry to write.
-pub struct AuditEntry<'a> {
-    pub actor: &'a str,
-    pub action: &'a str,
-    pub org: Option<&'a str>,
-    pub target: Option<&'a str>,
-    pub outcome: &'a str,
+const WORLD_TABLES: &[&str] = &[
+    "orgs",
+    "users",
+    "memberships",
+    "devices",
+    "org_uids",
+    "passwords",
+    "sessions",
+    "invites",
+    "outbox",
+    "claim_codes",
+    "device_commands",
+    "audit",
+    "changes",
+];
+
+/// One audit entry to write. `org` is an org id resolved to its current identity (`org_uids`)
+/// when written, so a later org of the same id never sees it.
+#[derive(Debug, Clone)]
+pub struct AuditRow {
+    pub actor: String,
+    pub action: String,
+    pub org: Option<String>,
+    pub target: Option<String>,
+    pub outcome: String,
     pub detail: Value,
 }
 
-/// The store: one SQLite connection (WAL).
-pub struct Store {
-    conn: Connection,
+/// An audit entry as read back.
+#[derive(Debug, Clone)]
+pub struct AuditRecord {
+    pub id: i64,
+    pub at: i64,
+    pub actor: String,
+    pub action: String,
+    pub org: Option<String>,
+    pub target: Option<String>,
+    pub outcome: String,
+    pub detail: Value,
+}
+
+/// A stored session.
+#[derive(Debug, Clone)]
+pub struct SessionRow {
+    pub id: String,
+    pub token_hash: String,
+    pub user: String,
+    pub expires_at: i64,
+}
+
+/// A pending invitation as read back.
+#[derive(Debug, Clone)]
+pub struct InviteRow {
+    pub user: String,
+    pub org: String,
+    pub expires_at: i64,
+    pub open: bool,
+}
+
+/// A new invitation written with the delta that creates its pending user.
+#[derive(Debug, Clone)]
+pub struct NewInvite {
+    pub token_hash: String,
+    pub user: String,
+    pub org: String,
+    pub expires_at: i64,
+    pub email: String,
+    pub message: String,
+}
+
+/// An accepted invitation: its token, the new password hash and the first session.
+#[derive(Debug, Clone)]
+pub struct Acceptance {
+    pub token_hash: String,
+    pub user: String,
+    pub password_hash: String,
+    pub session: SessionRow,
+}
+
+/// What commits with a delta besides the entity rows.
+#[derive(Debug, Clone, Default)]
+pub struct Effects {
+    pub invite: Option<NewInvite>,
+    pub acceptance: Option<Acceptance>,
+    /// Claim codes that die (used, or the device got an owner or was removed).
+    pub void_claims: Vec<String>,
+    /// Invitations revoked: `(user, org)`; an empty org revokes all of the user's.
+    pub revoke_invites: Vec<(String, String)>,
+    /// Users whose sessions end, with the reason.
+    pub end_sessions_of: Vec<String>,
+    pub end_reason: &'static str,
+}
+
+/// A signing key as stored.
+#[derive(Debug, Clone)]
+pub struct KeyRow {
+    pub key_id: String,
+    pub secret: [u8; 32],
+    pub retired_at: Option<i64>,
+}
+
+/// How long things are kept (documented flags of the server).
+#[derive(Debug, Clone, Copy)]
+pub struct Retention {
+    pub keep_changes: u64,
+    pub audit_days: i64,
+    pub outbox_days: i64,
+    pub command_days: i64,
 }
 
 fn plan_str(p: fleetgate::Plan) -> &'static str {
@@ -71,37 +197,55 @@ fn status_str(s: fleetgate::Status) -> &'static str {
     }
 }
 
+fn configure(conn: &Connection, full_sync: bool) -> StoreResult<()> {
+    db(conn.pragma_update(None, "journal_mode", "WAL"))?;
+    db(conn.pragma_update(None, "synchronous", if full_sync { "FULL" } else { "NORMAL" }))?;
+    db(conn.pragma_update(None, "foreign_keys", "OFF"))?;
+    db(conn.busy_timeout(std::time::Duration::from_secs(5)))
+}
+
+/// The writer: one connection, used by one thread at a time (behind the commit lock).
+pub struct Store {
+    conn: Connection,
+}
+
 impl Store {
-    /// Opens (creating if needed) the database file.
-    pub fn open(path: &Path, full_sync: bool) -> StoreResult<Self> {
+    /// Opens (creating if needed) the database file. `reset` drops a database of an older
+    /// schema (it is about to be replaced by a seed); without it, such a database is an error.
+    pub fn open(path: &Path, full_sync: bool, reset: bool) -> StoreResult<Self> {
         let conn = db(Connection::open(path))?;
-        db(conn.pragma_update(None, "journal_mode", "WAL"))?;
-        db(conn.pragma_update(None, "synchronous", if full_sync { "FULL" } else { "NORMAL" }))?;
-        db(conn.pragma_update(None, "foreign_keys", "OFF"))?;
-        db(conn.busy_timeout(std::time::Duration::from_secs(5)))?;
+        configure(&conn, full_sync)?;
+        let version: i64 = db(conn.query_row("PRAGMA user_version", [], |r| r.get(0)))?;
+        let tables: i64 = db(conn.query_row("SELECT count(*) FROM sqlite_master WHERE type = 'table'", [], |r| r.get(0)))?;
+        if tables > 0 && version != SCHEMA_VERSION {
+            if !reset {
+                return Err(StoreError(format!(
+                    "{} was written by another fleetgate version (schema {version}, this one writes {SCHEMA_VERSION}); \
+                     start with --seed or --demo to replace it, or use a new --db",
+                    path.display()
+                )));
+            }
+            let names: Vec<String> = {
+                let mut stmt = db(conn.prepare("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"))?;
+                let rows = db(stmt.query_map([], |r| r.get(0)))?;
+                rows.collect::<rusqlite::Result<_>>().map_err(|e| StoreError(e.to_string()))?
+            };
+            for name in names {
+                db(conn.execute(&format!("DROP TABLE IF EXISTS \"{name}\""), []))?;
+            }
+        }
         db(conn.execute_batch(SCHEMA))?;
+        db(conn.pragma_update(None, "user_version", SCHEMA_VERSION))?;
         Ok(Self { conn })
     }
 
-    /// The stored revision, or `None` for an empty store.
-    pub fn revision(&self) -> StoreResult<Option<u64>> {
-        let v: Option<String> =
-            db(self.conn.query_row("SELECT value FROM meta WHERE key = 'revision'", [], |r| r.get(0)).optional())?;
-        Ok(v.and_then(|s| s.parse().ok()))
-    }
-
-    /// A meta value.
-    pub fn meta(&self, key: &str) -> StoreResult<Option<String>> {
-        db(self.conn.query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0)).optional())
-    }
-
-    /// Sets a meta value.
-    pub fn set_meta(&self, key: &str, value: &str) -> StoreResult<()> {
-        db(self.conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?2)", params![key, value]))
-            .map(|_| ())
+    /// Read queries on the writer's own connection.
+    pub fn reads(&self) -> Reads<'_> {
+        Reads(&self.conn)
     }
 
     /// Replaces the whole world with a seed: the snapshot, password hashes and claim-code hashes.
+    /// Sessions, invitations, audit and change log start empty; signing keys are kept.
     pub fn seed(
         &mut self,
         doc: &SnapshotDoc,
@@ -109,20 +253,7 @@ impl Store {
         claims: &[(String, String)],
     ) -> StoreResult<()> {
         let tx = db(self.conn.transaction())?;
-        for t in [
-            "orgs",
-            "users",
-            "memberships",
-            "devices",
-            "passwords",
-            "sessions",
-            "invites",
-            "outbox",
-            "claim_codes",
-            "device_commands",
-            "audit",
-            "changes",
-        ] {
+        for t in WORLD_TABLES {
             db(tx.execute(&format!("DELETE FROM {t}"), []))?;
         }
         let ops: Vec<Op> = doc
@@ -138,178 +269,68 @@ impl Store {
             db(tx.execute("INSERT OR REPLACE INTO passwords (user, hash) VALUES (?1, ?2)", params![user, hash]))?;
         }
         for (device, hash) in claims {
-            db(tx.execute(
-                "INSERT OR REPLACE INTO claim_codes (device, code_hash) VALUES (?1, ?2)",
-                params![device, hash],
-            ))?;
+            db(tx.execute("INSERT OR REPLACE INTO claim_codes (device, code_hash) VALUES (?1, ?2)", params![device, hash]))?;
         }
-        db(tx.execute(
-            "INSERT OR REPLACE INTO meta (key, value) VALUES ('revision', ?1)",
-            [doc.revision.0.to_string()],
-        ))?;
-        db(tx.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('oldest', ?1)", [doc.revision.0.to_string()]))?;
+        set_meta(&tx, "revision", &doc.revision.0.to_string())?;
+        set_meta(&tx, "oldest", &doc.revision.0.to_string())?;
         db(tx.commit())
     }
 
-    /// Loads the stored world as a snapshot document.
-    pub fn load(&self) -> StoreResult<SnapshotDoc> {
-        let revision = self.revision()?.unwrap_or(0);
-        let mut doc = SnapshotDoc::empty(revision);
-        let c = &self.conn;
-        let mut stmt = db(c.prepare("SELECT id, name, parent, plan, suspended, roles FROM orgs"))?;
-        let rows = db(stmt.query_map([], |r| {
-            let roles: Option<String> = r.get(5)?;
-            Ok(serde_json::json!({"id": r.get::<_, String>(0)?, "name": r.get::<_, String>(1)?,
-                "parent": r.get::<_, Option<String>>(2)?, "plan": r.get::<_, String>(3)?,
-                "suspended": r.get::<_, i64>(4)? != 0,
-                "roles": roles.and_then(|t| serde_json::from_str::<Value>(&t).ok())}))
-        }))?;
-        for row in rows {
-            let mut v = db(row)?;
-            if let Some(o) = v.as_object_mut() {
-                if o.get("roles").is_some_and(Value::is_null) {
-                    o.remove("roles");
-                }
-            }
-            doc.orgs.push(serde_json::from_value::<OrgDoc>(v).map_err(|e| format!("stored org: {e}"))?);
-        }
-        let mut stmt = db(c.prepare("SELECT id, email, name, status FROM users"))?;
-        let rows = db(stmt.query_map([], |r| {
-            Ok(serde_json::json!({"id": r.get::<_, String>(0)?, "email": r.get::<_, String>(1)?,
-                "name": r.get::<_, String>(2)?, "status": r.get::<_, String>(3)?}))
-        }))?;
-        for row in rows {
-            doc.users.push(serde_json::from_value::<UserDoc>(db(row)?).map_err(|e| format!("stored user: {e}"))?);
-        }
-        let mut stmt = db(c.prepare("SELECT user, org, role FROM memberships"))?;
-        let rows = db(stmt.query_map([], |r| {
-            Ok(serde_json::json!({"user": r.get::<_, String>(0)?, "org": r.get::<_, String>(1)?, "role": r.get::<_, String>(2)?}))
-        }))?;
-        for row in rows {
-            doc.memberships.push(
-                serde_json::from_value::<MembershipDoc>(db(row)?).map_err(|e| format!("stored membership: {e}"))?,
-            );
-        }
-        let mut stmt = db(c.prepare("SELECT id, name, org, owner FROM devices"))?;
-        let rows = db(stmt.query_map([], |r| {
-            Ok(serde_json::json!({"id": r.get::<_, String>(0)?, "name": r.get::<_, String>(1)?,
-                "org": r.get::<_, String>(2)?, "owner": r.get::<_, Option<String>>(3)?}))
-        }))?;
-        for row in rows {
-            doc.devices.push(serde_json::from_value::<DeviceDoc>(db(row)?).map_err(|e| format!("stored device: {e}"))?);
-        }
-        Ok(doc)
-    }
-
-    /// Persists an accepted delta, its inverse, the audit entry and the new revision: one transaction.
-    pub fn commit_delta(
-        &mut self,
-        delta: &Delta,
-        inverse: &[Op],
-        audit: &AuditEntry<'_>,
-        extra: impl FnOnce(&Transaction<'_>) -> StoreResult<()>,
-    ) -> StoreResult<()> {
+    /// Persists an accepted delta with its inverse, audit entry and effects: one transaction.
+    /// Returns the ids of the sessions it ended.
+    pub fn commit(&mut self, delta: &Delta, inverse: &[Op], audit: &AuditRow, fx: &Effects) -> StoreResult<Vec<String>> {
         let tx = db(self.conn.transaction())?;
+        // The audit entry names the org as it is before the change (a deleted org's last entry).
+        insert_audit(&tx, audit)?;
         write_ops(&tx, &delta.ops)?;
-        let inverse_json = serde_json::to_string(inverse).map_err(|e| e.to_string())?;
+        let inverse_json = serde_json::to_string(inverse).map_err(|e| StoreError(e.to_string()))?;
         db(tx.execute(
             "INSERT INTO changes (revision, at, delta, inverse) VALUES (?1, ?2, ?3, ?4)",
             params![delta.to.0 as i64, now(), delta.to_json(), inverse_json],
         ))?;
-        db(tx.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('revision', ?1)", [delta.to.0.to_string()]))?;
-        insert_audit(&tx, audit)?;
-        extra(&tx)?;
-        db(tx.commit())
-    }
-
-    /// The inverse ops of the changes after `since`, newest first (to rebuild revision `since`),
-    /// or `None` when the log no longer reaches back that far.
-    pub fn inverses_since(&self, since: u64) -> StoreResult<Option<Vec<Op>>> {
-        let oldest: u64 = self.meta("oldest")?.and_then(|s| s.parse().ok()).unwrap_or(0);
-        if since < oldest {
-            return Ok(None);
+        set_meta(&tx, "revision", &delta.to.0.to_string())?;
+        if let Some(inv) = &fx.invite {
+            db(tx.execute(
+                "INSERT INTO invites (token_hash, user, org, created_at, expires_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![inv.token_hash, inv.user, inv.org, now(), inv.expires_at],
+            ))?;
+            db(tx.execute(
+                "INSERT INTO outbox (at, email, org, subject, body) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![now(), inv.email, inv.org, "You are invited to fleetgate", inv.message],
+            ))?;
         }
-        let mut stmt = db(self.conn.prepare("SELECT inverse FROM changes WHERE revision > ?1 ORDER BY revision DESC"))?;
-        let rows = db(stmt.query_map([since as i64], |r| r.get::<_, String>(0)))?;
-        let mut ops = Vec::new();
-        for row in rows {
-            let batch: Vec<Op> = serde_json::from_str(&db(row)?).map_err(|e| format!("stored inverse: {e}"))?;
-            ops.extend(batch);
+        if let Some(acc) = &fx.acceptance {
+            db(tx.execute("UPDATE invites SET accepted_at = ?2 WHERE token_hash = ?1", params![acc.token_hash, now()]))?;
+            db(tx.execute(
+                "INSERT OR REPLACE INTO passwords (user, hash) VALUES (?1, ?2)",
+                params![acc.user, acc.password_hash],
+            ))?;
+            insert_session(&tx, &acc.session)?;
         }
-        Ok(Some(ops))
-    }
-
-    /// Drops change-log entries beyond the newest `keep`.
-    pub fn prune_changes(&self, keep: u64) -> StoreResult<()> {
-        let Some(rev) = self.revision()? else { return Ok(()) };
-        let cut = rev.saturating_sub(keep);
-        let oldest: u64 = self.meta("oldest")?.and_then(|s| s.parse().ok()).unwrap_or(0);
-        if cut > oldest {
-            db(self.conn.execute("DELETE FROM changes WHERE revision <= ?1", [cut as i64]))?;
-            self.set_meta("oldest", &cut.to_string())?;
+        for device in &fx.void_claims {
+            db(tx.execute("DELETE FROM claim_codes WHERE device = ?1", [device]))?;
         }
-        Ok(())
+        for (user, org) in &fx.revoke_invites {
+            db(tx.execute(
+                "UPDATE invites SET revoked_at = ?3 WHERE user = ?1 AND (?2 = '' OR org = ?2) AND accepted_at IS NULL AND revoked_at IS NULL",
+                params![user, org, now()],
+            ))?;
+        }
+        let mut ended = Vec::new();
+        for user in &fx.end_sessions_of {
+            ended.extend(end_sessions_where(&tx, "user = ?1", user, fx.end_reason)?);
+        }
+        db(tx.commit())?;
+        Ok(ended)
     }
 
-    /// The stored password hash of a user.
-    pub fn password_hash(&self, user: &str) -> StoreResult<Option<String>> {
-        db(self.conn.query_row("SELECT hash FROM passwords WHERE user = ?1", [user], |r| r.get(0)).optional())
-    }
-
-    /// Stores a session (by token hash).
-    pub fn create_session(&self, token_hash: &str, user: &str, expires_at: i64) -> StoreResult<()> {
-        db(self.conn.execute(
-            "INSERT INTO sessions (token_hash, user, expires_at) VALUES (?1, ?2, ?3)",
-            params![token_hash, user, expires_at],
-        ))
-        .map(|_| ())
-    }
-
-    /// The session of a token hash: (user, expires_at).
-    pub fn session(&self, token_hash: &str) -> StoreResult<Option<(String, i64)>> {
-        db(self
-            .conn
-            .query_row("SELECT user, expires_at FROM sessions WHERE token_hash = ?1", [token_hash], |r| {
-                Ok((r.get(0)?, r.get(1)?))
-            })
-            .optional())
-    }
-
-    /// Sets a session's expiry (tests use it to age a session).
-    pub fn expire_session(&self, token_hash: &str, at: i64) -> StoreResult<()> {
-        db(self.conn.execute("UPDATE sessions SET expires_at = ?2 WHERE token_hash = ?1", params![token_hash, at]))
-            .map(|_| ())
-    }
-
-    /// The pending invite of a token hash: (user, org).
-    pub fn invite(&self, token_hash: &str) -> StoreResult<Option<(String, String)>> {
-        db(self
-            .conn
-            .query_row(
-                "SELECT user, org FROM invites WHERE token_hash = ?1 AND accepted_at IS NULL",
-                [token_hash],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .optional())
-    }
-
-    /// The claim-code hash of a device.
-    pub fn claim_code_hash(&self, device: &str) -> StoreResult<Option<String>> {
-        db(self
-            .conn
-            .query_row("SELECT code_hash FROM claim_codes WHERE device = ?1", [device], |r| r.get(0))
-            .optional())
+    /// Writes an audit entry on its own (denied commands, device commands refused).
+    pub fn audit(&mut self, entry: &AuditRow) -> StoreResult<()> {
+        insert_audit(&self.conn, entry)
     }
 
     /// Queues a device command and audits it, in one transaction; returns its id.
-    pub fn queue_device_command(
-        &mut self,
-        device: &str,
-        user: &str,
-        name: &str,
-        params_json: &str,
-        audit: &AuditEntry<'_>,
-    ) -> StoreResult<i64> {
+    pub fn queue_device_command(&mut self, device: &str, user: &str, name: &str, params_json: &str, audit: &AuditRow) -> StoreResult<i64> {
         let tx = db(self.conn.transaction())?;
         db(tx.execute(
             "INSERT INTO device_commands (at, device, user, name, params, status) VALUES (?1, ?2, ?3, ?4, ?5, 'queued')",
@@ -321,60 +342,297 @@ impl Store {
         Ok(id)
     }
 
-    /// Writes an audit entry on its own.
-    pub fn audit(&self, entry: &AuditEntry<'_>) -> StoreResult<()> {
-        insert_audit(&self.conn, entry)
+    /// Stores a new session.
+    pub fn create_session(&mut self, s: &SessionRow) -> StoreResult<()> {
+        insert_session(&self.conn, s)
     }
 
-    /// Audit entries, newest first, whose org passes `visible`.
-    pub fn audit_entries(&self, limit: usize, visible: impl Fn(Option<&str>) -> bool) -> StoreResult<Vec<Value>> {
-        let sql = "SELECT id, at, actor, action, org, target, outcome, detail FROM audit ORDER BY id DESC";
-        self.rows_json(sql, limit, |row| visible(row.get("org").and_then(Value::as_str)))
+    /// Ends one session (logout). Returns whether it was live.
+    pub fn end_session(&mut self, sid: &str, reason: &str) -> StoreResult<bool> {
+        Ok(!end_sessions_where(&self.conn, "id = ?1", sid, reason)?.is_empty())
     }
 
-    /// Outbox messages (invite links) for orgs that pass `visible`, newest first.
-    pub fn outbox(&self, visible: impl Fn(&str) -> bool) -> StoreResult<Vec<Value>> {
-        let sql = "SELECT id, at, email, org, subject, body FROM outbox ORDER BY id DESC";
-        self.rows_json(sql, 200, |row| row.get("org").and_then(Value::as_str).is_some_and(&visible))
+    /// Ends every live session past its expiry; returns their ids.
+    pub fn end_expired_sessions(&mut self, at: i64) -> StoreResult<Vec<String>> {
+        end_sessions_where(&self.conn, "expires_at <= CAST(?1 AS INTEGER)", &at.to_string(), "expired")
     }
 
-    /// Rows of a query as JSON objects keyed by column (a `detail` column holds JSON text),
-    /// keeping the first `limit` that pass `keep`.
-    fn rows_json(
-        &self,
-        sql: &str,
-        limit: usize,
-        keep: impl Fn(&serde_json::Map<String, Value>) -> bool,
-    ) -> StoreResult<Vec<Value>> {
-        use rusqlite::types::ValueRef;
-        let mut stmt = db(self.conn.prepare(sql))?;
-        let names: Vec<String> = stmt.column_names().into_iter().map(str::to_owned).collect();
-        let mut rows = db(stmt.query([]))?;
+    /// Adds a signing key and makes it the active one: the previous active key is retired now.
+    pub fn rotate_key(&mut self, key_id: &str, secret: &[u8; 32]) -> StoreResult<()> {
+        let tx = db(self.conn.transaction())?;
+        let t = now();
+        db(tx.execute("UPDATE keys SET retired_at = ?1 WHERE retired_at IS NULL", [t]))?;
+        db(tx.execute(
+            "INSERT INTO keys (key_id, secret, created_at) VALUES (?1, ?2, ?3)",
+            params![key_id, crate::auth::hex(secret), t],
+        ))?;
+        db(tx.commit())
+    }
+
+    /// Applies the retention policy: the change log keeps the newest `keep_changes` revisions,
+    /// audit entries, outbox messages and device commands their number of days, ended sessions
+    /// and closed invitations a day past their end. Returns the rows removed.
+    pub fn prune(&mut self, r: Retention) -> StoreResult<usize> {
+        let t = now();
+        let tx = db(self.conn.transaction())?;
+        let revision: u64 = get_meta(&tx, "revision")?.and_then(|s| s.parse().ok()).unwrap_or(0);
+        let oldest: u64 = get_meta(&tx, "oldest")?.and_then(|s| s.parse().ok()).unwrap_or(0);
+        let cut = revision.saturating_sub(r.keep_changes);
+        let mut n = 0;
+        if cut > oldest {
+            n += db(tx.execute("DELETE FROM changes WHERE revision <= ?1", [cut as i64]))?;
+            set_meta(&tx, "oldest", &cut.to_string())?;
+        }
+        n += db(tx.execute("DELETE FROM audit WHERE at < ?1", [t - r.audit_days * 86_400]))?;
+        n += db(tx.execute("DELETE FROM outbox WHERE at < ?1", [t - r.outbox_days * 86_400]))?;
+        n += db(tx.execute("DELETE FROM device_commands WHERE at < ?1", [t - r.command_days * 86_400]))?;
+        n += db(tx.execute("DELETE FROM sessions WHERE COALESCE(ended_at, expires_at) < ?1", [t - 86_400]))?;
+        n += db(tx.execute(
+            "DELETE FROM invites WHERE COALESCE(accepted_at, revoked_at, expires_at) < ?1",
+            [t - 86_400],
+        ))?;
+        db(tx.commit())?;
+        Ok(n)
+    }
+}
+
+/// A pool of read connections (WAL readers never block the writer).
+pub struct ReadPool {
+    path: PathBuf,
+    idle: Mutex<Vec<Connection>>,
+}
+
+impl ReadPool {
+    /// A pool over the database file.
+    pub fn new(path: &Path) -> Self {
+        Self { path: path.to_owned(), idle: Mutex::new(Vec::new()) }
+    }
+
+    /// Runs `f` on a read connection (blocking: call from a blocking thread).
+    pub fn with<R>(&self, f: impl FnOnce(Reads<'_>) -> StoreResult<R>) -> StoreResult<R> {
+        let conn = self.idle.lock().ok().and_then(|mut v| v.pop());
+        let conn = match conn {
+            Some(c) => c,
+            None => {
+                let c = db(Connection::open(&self.path))?;
+                configure(&c, false)?;
+                c
+            }
+        };
+        let out = f(Reads(&conn));
+        if let Ok(mut idle) = self.idle.lock() {
+            if idle.len() < 8 {
+                idle.push(conn);
+            }
+        }
+        out
+    }
+}
+
+/// Read queries on one connection.
+pub struct Reads<'c>(&'c Connection);
+
+impl Reads<'_> {
+    /// The stored revision, or `None` for an empty store.
+    pub fn revision(&self) -> StoreResult<Option<u64>> {
+        Ok(get_meta(self.0, "revision")?.and_then(|s| s.parse().ok()))
+    }
+
+    /// Loads the stored world as a snapshot document.
+    pub fn load(&self) -> StoreResult<SnapshotDoc> {
+        let revision = self.revision()?.unwrap_or(0);
+        let mut doc = SnapshotDoc::empty(revision);
+        let c = self.0;
+        let mut stmt = db(c.prepare("SELECT id, name, parent, plan, suspended, roles FROM orgs ORDER BY id"))?;
+        let rows = db(stmt.query_map([], |r| {
+            let roles: Option<String> = r.get(5)?;
+            let mut v = serde_json::json!({"id": r.get::<_, String>(0)?, "name": r.get::<_, String>(1)?,
+                "parent": r.get::<_, Option<String>>(2)?, "plan": r.get::<_, String>(3)?,
+                "suspended": r.get::<_, i64>(4)? != 0});
+            if let (Some(o), Some(t)) = (v.as_object_mut(), roles) {
+                o.insert("roles".into(), serde_json::from_str::<Value>(&t).unwrap_or(Value::Null));
+            }
+            Ok(v)
+        }))?;
+        for row in rows {
+            match serde_json::from_value::<OrgDoc>(db(row)?) {
+                Ok(o) => doc.orgs.push(o),
+                Err(e) => return bad("org", e),
+            }
+        }
+        let mut stmt = db(c.prepare("SELECT id, email, name, status FROM users ORDER BY id"))?;
+        let rows = db(stmt.query_map([], |r| {
+            Ok(serde_json::json!({"id": r.get::<_, String>(0)?, "email": r.get::<_, String>(1)?,
+                "name": r.get::<_, String>(2)?, "status": r.get::<_, String>(3)?}))
+        }))?;
+        for row in rows {
+            match serde_json::from_value::<UserDoc>(db(row)?) {
+                Ok(u) => doc.users.push(u),
+                Err(e) => return bad("user", e),
+            }
+        }
+        let mut stmt = db(c.prepare("SELECT user, org, role FROM memberships ORDER BY user, org"))?;
+        let rows = db(stmt.query_map([], |r| {
+            Ok(serde_json::json!({"user": r.get::<_, String>(0)?, "org": r.get::<_, String>(1)?, "role": r.get::<_, String>(2)?}))
+        }))?;
+        for row in rows {
+            match serde_json::from_value::<MembershipDoc>(db(row)?) {
+                Ok(m) => doc.memberships.push(m),
+                Err(e) => return bad("membership", e),
+            }
+        }
+        let mut stmt = db(c.prepare("SELECT id, name, org, owner FROM devices ORDER BY id"))?;
+        let rows = db(stmt.query_map([], |r| {
+            Ok(serde_json::json!({"id": r.get::<_, String>(0)?, "name": r.get::<_, String>(1)?,
+                "org": r.get::<_, String>(2)?, "owner": r.get::<_, Option<String>>(3)?}))
+        }))?;
+        for row in rows {
+            match serde_json::from_value::<DeviceDoc>(db(row)?) {
+                Ok(d) => doc.devices.push(d),
+                Err(e) => return bad("device", e),
+            }
+        }
+        Ok(doc)
+    }
+
+    /// The oldest revision the change log reaches back to.
+    pub fn oldest(&self) -> StoreResult<u64> {
+        Ok(get_meta(self.0, "oldest")?.and_then(|s| s.parse().ok()).unwrap_or(0))
+    }
+
+    /// The inverse ops of the changes after `since` up to `upto`, newest first (to rebuild
+    /// revision `since` from revision `upto`), or `None` when the log no longer reaches back.
+    pub fn inverses_between(&self, since: u64, upto: u64) -> StoreResult<Option<Vec<Op>>> {
+        if since < self.oldest()? {
+            return Ok(None);
+        }
+        let mut stmt = db(self
+            .0
+            .prepare_cached("SELECT inverse FROM changes WHERE revision > ?1 AND revision <= ?2 ORDER BY revision DESC"))?;
+        let rows = db(stmt.query_map([since as i64, upto as i64], |r| r.get::<_, String>(0)))?;
+        let mut ops = Vec::new();
+        for row in rows {
+            match serde_json::from_str::<Vec<Op>>(&db(row)?) {
+                Ok(batch) => ops.extend(batch),
+                Err(e) => return bad("inverse", e),
+            }
+        }
+        Ok(Some(ops))
+    }
+
+    /// The forward deltas after `since` up to `upto`, oldest first, or `None` when the log no
+    /// longer reaches back that far.
+    pub fn deltas_between(&self, since: u64, upto: u64) -> StoreResult<Option<Vec<Delta>>> {
+        if since < self.oldest()? {
+            return Ok(None);
+        }
+        let mut stmt = db(self
+            .0
+            .prepare_cached("SELECT delta FROM changes WHERE revision > ?1 AND revision <= ?2 ORDER BY revision"))?;
+        let rows = db(stmt.query_map([since as i64, upto as i64], |r| r.get::<_, String>(0)))?;
         let mut out = Vec::new();
-        while let Some(row) = db(rows.next())? {
-            let mut obj = serde_json::Map::new();
-            for (i, name) in names.iter().enumerate() {
-                let v = match db(row.get_ref(i))? {
-                    ValueRef::Null => Value::Null,
-                    ValueRef::Integer(n) => Value::from(n),
-                    ValueRef::Real(f) => Value::from(f),
-                    ValueRef::Text(t) | ValueRef::Blob(t) => {
-                        let text = String::from_utf8_lossy(t).into_owned();
-                        if name == "detail" {
-                            serde_json::from_str(&text).unwrap_or(Value::Null)
-                        } else {
-                            Value::String(text)
-                        }
-                    }
-                };
-                obj.insert(name.clone(), v);
+        for row in rows {
+            match Delta::parse(&db(row)?) {
+                Ok(d) => out.push(d),
+                Err(e) => return bad("delta", e),
             }
-            if keep(&obj) {
-                out.push(Value::Object(obj));
-                if out.len() >= limit {
-                    break;
-                }
-            }
+        }
+        Ok(Some(out))
+    }
+
+    /// The stored password hash of a user.
+    pub fn password_hash(&self, user: &str) -> StoreResult<Option<String>> {
+        db(self.0.query_row("SELECT hash FROM passwords WHERE user = ?1", [user], |r| r.get(0)).optional())
+    }
+
+    /// The live sessions (not ended, not expired at `at`).
+    pub fn live_sessions(&self, at: i64) -> StoreResult<Vec<SessionRow>> {
+        let mut stmt = db(self
+            .0
+            .prepare("SELECT id, token_hash, user, expires_at FROM sessions WHERE ended_at IS NULL AND expires_at > ?1"))?;
+        let rows = db(stmt.query_map([at], |r| {
+            Ok(SessionRow { id: r.get(0)?, token_hash: r.get(1)?, user: r.get(2)?, expires_at: r.get(3)? })
+        }))?;
+        rows.collect::<rusqlite::Result<_>>().map_err(|e| StoreError(e.to_string()))
+    }
+
+    /// The sessions that ended at or after `since` (logout, suspension, removal; not expiry).
+    pub fn ended_since(&self, since: i64) -> StoreResult<Vec<String>> {
+        let mut stmt = db(self
+            .0
+            .prepare("SELECT id FROM sessions WHERE ended_at >= ?1 AND end_reason <> 'expired' ORDER BY ended_at"))?;
+        let rows = db(stmt.query_map([since], |r| r.get(0)))?;
+        rows.collect::<rusqlite::Result<_>>().map_err(|e| StoreError(e.to_string()))
+    }
+
+    /// The invitation of a token hash.
+    pub fn invite(&self, token_hash: &str) -> StoreResult<Option<InviteRow>> {
+        db(self
+            .0
+            .query_row(
+                "SELECT user, org, expires_at, accepted_at IS NULL AND revoked_at IS NULL FROM invites WHERE token_hash = ?1",
+                [token_hash],
+                |r| Ok(InviteRow { user: r.get(0)?, org: r.get(1)?, expires_at: r.get(2)?, open: r.get(3)? }),
+            )
+            .optional())
+    }
+
+    /// The claim-code hash of a device.
+    pub fn claim_code_hash(&self, device: &str) -> StoreResult<Option<String>> {
+        db(self.0.query_row("SELECT code_hash FROM claim_codes WHERE device = ?1", [device], |r| r.get(0)).optional())
+    }
+
+    /// A page of audit entries about the given orgs (by their current identity), newest first,
+    /// older than `before` when given.
+    pub fn audit_page(&self, orgs: &[&str], before: Option<i64>, limit: usize) -> StoreResult<Vec<AuditRecord>> {
+        let list = serde_json::to_string(orgs).map_err(|e| StoreError(e.to_string()))?;
+        let mut stmt = db(self.0.prepare_cached(
+            "SELECT a.id, a.at, a.actor, a.action, u.org, a.target, a.outcome, a.detail
+             FROM audit a JOIN org_uids u ON u.uid = a.org_uid
+             WHERE u.live = 1 AND u.org IN (SELECT value FROM json_each(?1)) AND a.id < ?2
+             ORDER BY a.id DESC LIMIT ?3",
+        ))?;
+        let rows = db(stmt.query_map(params![list, before.unwrap_or(i64::MAX), limit as i64], |r| {
+            let detail: String = r.get(7)?;
+            Ok(AuditRecord {
+                id: r.get(0)?,
+                at: r.get(1)?,
+                actor: r.get(2)?,
+                action: r.get(3)?,
+                org: r.get(4)?,
+                target: r.get(5)?,
+                outcome: r.get(6)?,
+                detail: serde_json::from_str(&detail).unwrap_or(Value::Null),
+            })
+        }))?;
+        rows.collect::<rusqlite::Result<_>>().map_err(|e| StoreError(e.to_string()))
+    }
+
+    /// Outbox messages (invitations) of the given orgs, newest first.
+    pub fn outbox(&self, orgs: &[&str]) -> StoreResult<Vec<Value>> {
+        let list = serde_json::to_string(orgs).map_err(|e| StoreError(e.to_string()))?;
+        let mut stmt = db(self.0.prepare(
+            "SELECT id, at, email, org, subject, body FROM outbox WHERE org IN (SELECT value FROM json_each(?1))
+             ORDER BY id DESC LIMIT 200",
+        ))?;
+        let rows = db(stmt.query_map([list], |r| {
+            Ok(serde_json::json!({"id": r.get::<_, i64>(0)?, "at": r.get::<_, i64>(1)?, "email": r.get::<_, String>(2)?,
+                "org": r.get::<_, String>(3)?, "subject": r.get::<_, String>(4)?, "body": r.get::<_, String>(5)?}))
+        }))?;
+        rows.collect::<rusqlite::Result<_>>().map_err(|e| StoreError(e.to_string()))
+    }
+
+    /// Every stored signing key, oldest first.
+    pub fn keys(&self) -> StoreResult<Vec<KeyRow>> {
+        let mut stmt = db(self.0.prepare_cached("SELECT key_id, secret, created_at, retired_at FROM keys ORDER BY created_at, key_id"))?;
+        let rows = db(stmt.query_map([], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?, r.get::<_, Option<i64>>(3)?))
+        }))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (key_id, secret, _created, retired_at) = db(row)?;
+            let Some(secret) = crate::auth::unhex32(&secret) else { return bad("key", format!("`{key_id}` is not 32 hex bytes")) };
+            out.push(KeyRow { key_id, secret, retired_at });
         }
         Ok(out)
     }
@@ -385,16 +643,51 @@ pub fn now() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
 }
 
-fn insert_audit(c: &Connection, e: &AuditEntry<'_>) -> StoreResult<()> {
+fn get_meta(c: &Connection, key: &str) -> StoreResult<Option<String>> {
+    db(c.query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0)).optional())
+}
+
+fn set_meta(c: &Connection, key: &str, value: &str) -> StoreResult<()> {
+    db(c.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?2)", params![key, value])).map(|_| ())
+}
+
+fn insert_session(c: &Connection, s: &SessionRow) -> StoreResult<()> {
     db(c.execute(
-        "INSERT INTO audit (at, actor, action, org, target, outcome, detail) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-        params![now(), e.actor, e.action, e.org, e.target, e.outcome, e.detail.to_string()],
+        "INSERT INTO sessions (id, token_hash, user, created_at, expires_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![s.id, s.token_hash, s.user, now(), s.expires_at],
     ))
     .map(|_| ())
 }
 
-/// Writes delta ops to the entity tables.
-fn write_ops(tx: &Connection, ops: &[Op]) -> StoreResult<()> {
+/// Ends the live sessions matching `cond` (with `?1` bound to `arg`); returns their ids.
+fn end_sessions_where(c: &Connection, cond: &str, arg: &str, reason: &str) -> StoreResult<Vec<String>> {
+    let ids: Vec<String> = {
+        let mut stmt = db(c.prepare_cached(&format!("SELECT id FROM sessions WHERE ended_at IS NULL AND {cond}")))?;
+        let rows = db(stmt.query_map([arg], |r| r.get(0)))?;
+        rows.collect::<rusqlite::Result<_>>().map_err(|e| StoreError(e.to_string()))?
+    };
+    for id in &ids {
+        db(c.execute("UPDATE sessions SET ended_at = ?2, end_reason = ?3 WHERE id = ?1", params![id, now(), reason]))?;
+    }
+    Ok(ids)
+}
+
+fn insert_audit(c: &Connection, e: &AuditRow) -> StoreResult<()> {
+    let uid: Option<i64> = match &e.org {
+        Some(org) => db(c
+            .query_row("SELECT uid FROM org_uids WHERE org = ?1 AND live = 1", [org], |r| r.get(0))
+            .optional())?,
+        None => None,
+    };
+    db(c.execute(
+        "INSERT INTO audit (at, actor, action, org_uid, target, outcome, detail) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        params![now(), e.actor, e.action, uid, e.target, e.outcome, e.detail.to_string()],
+    ))
+    .map(|_| ())
+}
+
+/// Writes delta ops to the entity tables, giving each newly created org a fresh identity.
+fn write_ops(tx: &Transaction<'_>, ops: &[Op]) -> StoreResult<()> {
     for op in ops {
         match op {
             Op::PutOrg { org } => {
@@ -403,6 +696,10 @@ fn write_ops(tx: &Connection, ops: &[Op]) -> StoreResult<()> {
                     "INSERT OR REPLACE INTO orgs (id, name, parent, plan, suspended, roles) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                     params![org.id.as_str(), org.name, org.parent.as_ref().map(|p| p.as_str()), plan_str(org.plan),
                         org.suspended as i64, roles],
+                ))?;
+                db(tx.execute(
+                    "INSERT INTO org_uids (org, live) SELECT ?1, 1 WHERE NOT EXISTS (SELECT 1 FROM org_uids WHERE org = ?1 AND live = 1)",
+                    [org.id.as_str()],
                 ))?;
             }
             Op::PutUser { user } => {
@@ -425,13 +722,14 @@ fn write_ops(tx: &Connection, ops: &[Op]) -> StoreResult<()> {
             }
             Op::RemoveOrg { id } => {
                 db(tx.execute("DELETE FROM orgs WHERE id = ?1", [id.as_str()]))?;
+                db(tx.execute("UPDATE org_uids SET live = 0 WHERE org = ?1", [id.as_str()]))?;
             }
             Op::RemoveUser { id } => {
                 db(tx.execute("DELETE FROM users WHERE id = ?1", [id.as_str()]))?;
+                db(tx.execute("DELETE FROM passwords WHERE user = ?1", [id.as_str()]))?;
             }
             Op::RemoveDevice { id } => {
                 db(tx.execute("DELETE FROM devices WHERE id = ?1", [id.as_str()]))?;
-                db(tx.execute("DELETE FROM claim_codes WHERE device = ?1", [id.as_str()]))?;
             }
             Op::RemoveMembership { user, org } => {
                 db(tx.execute("DELETE FROM memberships WHERE user = ?1 AND org = ?2", [user.as_str(), org.as_str()]))?;

@@ -1,0 +1,489 @@
+//! The server's shared state and its one write path.
+//!
+//! **Readers never wait for work.** The engine is published as an `Arc<Engine>`; a request
+//! clones the `Arc` (a lock held for nanoseconds) and does its work — projections, lists,
+//! catch-up — on that immutable version, however long it takes, without blocking anyone.
+//!
+//! **One writer.** Commits are serialized by the writer lock. A commit decides on the published
+//! version, applies the delta to a private next version (the previous version, caught up by the
+//! few deltas it missed, or a clone when a reader still holds it), persists delta, inverse,
+//! audit entry and effects in one transaction, and only then publishes the next version. If the
+//! engine refuses the delta nothing is stored; if the store fails nothing is published: the
+//! engine and the database never split.
+//!
+//! **Lock order** (a lock is only ever taken while holding the ones before it):
+//! `writer` → `world` → `subs`; `sessions` and `keys` are leaves held for map operations only.
+//! `world`, `subs`, `sessions` and `keys` are never held across I/O, hashing or an `.await`;
+//! `writer` is taken only on blocking threads.
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex, RwLock};
+
+use axum::response::sse::Event;
+use fleetgate::authority::claim_codes_voided_by;
+use fleetgate::project::projected_delta;
+use fleetgate::signed::Envelope;
+use fleetgate::{Delta, Engine};
+use serde_json::{json, Value};
+use tokio::sync::mpsc;
+
+use crate::error::{ApiError, ApiResult};
+use crate::store::{now, AuditRow, Effects, KeyRow, ReadPool, Retention, SessionRow, Store};
+use crate::throttle::{Throttle, LOGIN};
+
+/// Settings of a running server (flags of `fleetgate-server`).
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Demo mode: invitation links in the outbox, demo logins shown.
+    pub demo: bool,
+    /// How long a session lasts, seconds.
+    pub session_seconds: i64,
+    /// Validity of signed snapshots and deltas, seconds.
+    pub signed_seconds: i64,
+    /// How often edge streams get a signed renewal, seconds.
+    pub renew_seconds: u64,
+    /// Lifetime of access tokens, seconds (at most 300).
+    pub token_seconds: i64,
+    /// How long an invitation stays valid, seconds.
+    pub invite_seconds: i64,
+    /// The retention policy.
+    pub retention: Retention,
+    /// Hashes (SHA-256) of the edge credentials.
+    pub edge_tokens: HashSet<String>,
+}
+
+/// A live session, as the authentication path sees it.
+#[derive(Debug, Clone)]
+pub struct Session {
+    pub id: String,
+    pub user: String,
+    pub expires_at: i64,
+}
+
+/// The live sessions, by token hash and by id. Authoritative in memory for this process: every
+/// session ends through [`App::end_sessions`].
+#[derive(Default)]
+pub struct Sessions {
+    by_token: RwLock<HashMap<String, Arc<Session>>>,
+    by_id: RwLock<HashMap<String, String>>,
+}
+
+impl Sessions {
+    fn insert(&self, token_hash: String, s: Session) {
+        let id = s.id.clone();
+        if let Ok(mut m) = self.by_token.write() {
+            m.insert(token_hash.clone(), Arc::new(s));
+        }
+        if let Ok(mut m) = self.by_id.write() {
+            m.insert(id, token_hash);
+        }
+    }
+
+    /// The live session of a token hash.
+    pub fn by_token(&self, token_hash: &str) -> Option<Arc<Session>> {
+        self.by_token.read().ok()?.get(token_hash).cloned()
+    }
+
+    /// The live session of an id.
+    pub fn by_id(&self, sid: &str) -> Option<Arc<Session>> {
+        let hash = self.by_id.read().ok()?.get(sid).cloned()?;
+        self.by_token(&hash)
+    }
+
+    fn remove(&self, sids: &[String]) {
+        let hashes: Vec<String> = match self.by_id.write() {
+            Ok(mut m) => sids.iter().filter_map(|s| m.remove(s)).collect(),
+            Err(_) => Vec::new(),
+        };
+        if let Ok(mut m) = self.by_token.write() {
+            for h in hashes {
+                m.remove(&h);
+            }
+        }
+    }
+
+    fn expired(&self, at: i64) -> Vec<String> {
+        self.by_token.read().map(|m| m.values().filter(|s| s.expires_at <= at).map(|s| s.id.clone()).collect()).unwrap_or_default()
+    }
+
+    /// How many sessions are live.
+    pub fn len(&self) -> usize {
+        self.by_token.read().map(|m| m.len()).unwrap_or(0)
+    }
+}
+
+/// The signing keys: the active one and those whose signatures may still be valid.
+#[derive(Debug, Clone)]
+pub struct KeySet {
+    pub active_id: String,
+    pub active_secret: [u8; 32],
+    /// `(keyId, publicKey, active)` of every published key.
+    pub published: Vec<(String, String, bool)>,
+    /// keyId → public key, for verifying access tokens.
+    pub verify: BTreeMap<String, String>,
+}
+
+impl KeySet {
+    fn of(rows: &[KeyRow], keep_seconds: i64, at: i64) -> Option<Self> {
+        let active = rows.iter().rev().find(|k| k.retired_at.is_none())?;
+        let published: Vec<(String, String, bool)> = rows
+            .iter()
+            .filter(|k| k.retired_at.is_none_or(|r| r > at - keep_seconds))
+            .map(|k| (k.key_id.clone(), Envelope::public_key(&k.secret), k.key_id == active.key_id))
+            .collect();
+        let verify = published.iter().map(|(id, pk, _)| (id.clone(), pk.clone())).collect();
+        Some(Self { active_id: active.key_id.clone(), active_secret: active.secret, published, verify })
+    }
+}
+
+/// The key id of a secret key: a digest of its public key.
+pub fn key_id_of(secret: &[u8; 32]) -> String {
+    format!("k-{}", crate::auth::digest(&Envelope::public_key(secret)).get(..12).unwrap_or("0"))
+}
+
+/// A user's event stream.
+struct UserSub {
+    viewer: String,
+    session: String,
+    /// The revision the stream's first event (its catch-up) reaches: later events only.
+    start: u64,
+    tx: mpsc::Sender<Event>,
+}
+
+#[derive(Default)]
+struct Subscribers {
+    users: Vec<UserSub>,
+    edges: Vec<mpsc::Sender<Event>>,
+}
+
+/// Events a stream may queue before it is dropped as too slow (its client reconnects and
+/// catches up with `Last-Event-ID`).
+pub const STREAM_QUEUE: usize = 256;
+
+struct Writer {
+    store: Store,
+    /// The previous version, to be caught up and reused as the next one.
+    spare: Option<Arc<Engine>>,
+    /// The latest deltas, to catch the spare up.
+    recent: VecDeque<Delta>,
+}
+
+/// Everything the handlers share.
+pub struct App {
+    pub cfg: Config,
+    world: RwLock<Arc<Engine>>,
+    writer: Mutex<Writer>,
+    pub reads: ReadPool,
+    pub sessions: Sessions,
+    pub logins: Throttle,
+    pub claims: Throttle,
+    subs: Mutex<Subscribers>,
+    keys: RwLock<Arc<KeySet>>,
+    /// Bounds work proportional to the fleet (catch-up, full snapshots): at most this many at once.
+    pub heavy: tokio::sync::Semaphore,
+    /// Bounds concurrent Argon2 computations.
+    pub hashing: tokio::sync::Semaphore,
+    pub dummy_hash: String,
+}
+
+/// The handle handlers share.
+pub type AppState = Arc<App>;
+
+impl App {
+    /// Builds the state from an opened store (seeded already) and the configuration.
+    pub fn new(store: Store, reads: ReadPool, cfg: Config) -> Result<Self, String> {
+        let doc = store.reads().load().map_err(|e| e.0)?;
+        let engine = Engine::from_doc(doc).map_err(|e| format!("stored world: {e}"))?;
+        let sessions = Sessions::default();
+        for s in store.reads().live_sessions(now()).map_err(|e| e.0)? {
+            sessions.insert(s.token_hash.clone(), Session { id: s.id, user: s.user, expires_at: s.expires_at });
+        }
+        let rows = store.reads().keys().map_err(|e| e.0)?;
+        let keys = KeySet::of(&rows, cfg.signed_seconds.max(cfg.token_seconds), now())
+            .ok_or_else(|| "the store has no active signing key".to_owned())?;
+        let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+        Ok(Self {
+            cfg,
+            world: RwLock::new(Arc::new(engine)),
+            writer: Mutex::new(Writer { store, spare: None, recent: VecDeque::new() }),
+            reads,
+            sessions,
+            logins: Throttle::new(LOGIN),
+            claims: Throttle::new(LOGIN),
+            subs: Mutex::new(Subscribers::default()),
+            keys: RwLock::new(Arc::new(keys)),
+            heavy: tokio::sync::Semaphore::new(2),
+            hashing: tokio::sync::Semaphore::new(threads * 2),
+            dummy_hash: crate::auth::dummy_hash(),
+        })
+    }
+
+    /// The published engine version.
+    pub fn engine(&self) -> Arc<Engine> {
+        match self.world.read() {
+            Ok(w) => w.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
+    }
+
+    /// The current key set.
+    pub fn keys(&self) -> Arc<KeySet> {
+        match self.keys.read() {
+            Ok(k) => k.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
+    }
+
+    fn writer(&self) -> ApiResult<std::sync::MutexGuard<'_, Writer>> {
+        self.writer.lock().map_err(|_| ApiError::Internal("the writer lock was poisoned".into()))
+    }
+
+    /// Runs `f` with the writer's store (blocking: call from a blocking thread).
+    pub fn with_store<R>(&self, f: impl FnOnce(&mut Store) -> ApiResult<R>) -> ApiResult<R> {
+        let mut w = self.writer()?;
+        f(&mut w.store)
+    }
+
+    /// Decides with `decide` on the published version and commits the delta it returns, all
+    /// under the writer lock (blocking: call from a blocking thread). `decide` returns the delta
+    /// (or `None`: nothing to commit, e.g. a denial, whose audit row it may return) with the
+    /// audit row and effects; the commit fills in the effects the change itself implies.
+    pub fn commit_with<T>(
+        &self,
+        decide: impl FnOnce(&Engine) -> ApiResult<(Option<Delta>, AuditRow, Effects, T)>,
+    ) -> ApiResult<T> {
+        let mut w = self.writer()?;
+        let cur = self.engine();
+        let (delta, audit, mut fx, out) = decide(&cur)?;
+        let Some(delta) = delta else {
+            w.store.audit(&audit)?;
+            return Ok(out);
+        };
+        let mut next = take_spare(&mut w, &cur);
+        let Some(engine) = Arc::get_mut(&mut next) else {
+            return Err(ApiError::Internal("the next engine version is shared".into()));
+        };
+        if let Err(e) = engine.apply_delta(&delta) {
+            w.spare = Some(next);
+            return Err(e.into());
+        }
+        fx.end_sessions_of = engine.users_signed_out_by(&delta);
+        fx.end_reason = if fx.end_reason.is_empty() { "access ended" } else { fx.end_reason };
+        fx.revoke_invites.extend(cur.invitations_revoked_by(&delta));
+        fx.void_claims.extend(claim_codes_voided_by(&delta));
+        let inverse = cur.inverse_ops(&delta.ops);
+        let ended = w.store.commit(&delta, &inverse, &audit, &fx)?;
+        {
+            let mut world = self.world.write().map_err(|_| ApiError::Internal("the world lock was poisoned".into()))?;
+            *world = next.clone();
+        }
+        w.recent.push_back(delta.clone());
+        while w.recent.len() > 16 {
+            w.recent.pop_front();
+        }
+        if let Some(acc) = &fx.acceptance {
+            self.sessions.insert(
+                acc.session.token_hash.clone(),
+                Session { id: acc.session.id.clone(), user: acc.session.user.clone(), expires_at: acc.session.expires_at },
+            );
+        }
+        self.fan_out(&cur, &next, &delta);
+        self.forget_sessions(&ended);
+        drop(next);
+        w.spare = Some(cur);
+        Ok(out)
+    }
+
+    /// Sends each user stream its projected delta and each edge stream the signed full delta.
+    fn fan_out(&self, before: &Engine, after: &Engine, delta: &Delta) {
+        let viewers: Vec<String> = match self.subs.lock() {
+            Ok(mut s) => {
+                s.users.retain(|x| !x.tx.is_closed());
+                s.edges.retain(|x| !x.is_closed());
+                let mut v: Vec<String> = s.users.iter().map(|x| x.viewer.clone()).collect();
+                v.sort();
+                v.dedup();
+                v
+            }
+            Err(_) => return,
+        };
+        let to = delta.to.0;
+        let events: HashMap<String, Event> = viewers
+            .into_iter()
+            .map(|v| {
+                let probe = before.probe(delta, &v);
+                let b = before.projection_part(&v, &probe);
+                let a = after.projection_part(&v, &probe);
+                let pd = projected_delta(&b, &a, delta.from.0, to);
+                (v, Event::default().id(to.to_string()).event("delta").data(pd.to_json()))
+            })
+            .collect();
+        let edge = self.sign_delta(delta).map(|env| Event::default().id(to.to_string()).event("delta").data(env));
+        if let Ok(mut s) = self.subs.lock() {
+            s.users.retain(|x| {
+                if x.start >= to {
+                    return true;
+                }
+                match events.get(&x.viewer) {
+                    Some(ev) => x.tx.try_send(ev.clone()).is_ok(),
+                    None => true,
+                }
+            });
+            if let Some(ev) = edge {
+                s.edges.retain(|x| x.try_send(ev.clone()).is_ok());
+            }
+        }
+    }
+
+    /// A delta as a signed envelope (SPEC §4.4), valid for `signed_seconds`.
+    pub fn sign_delta(&self, delta: &Delta) -> Option<String> {
+        let mut v: Value = serde_json::from_str(&delta.to_json()).ok()?;
+        let t = now().max(0);
+        let obj = v.as_object_mut()?;
+        obj.insert("issuedAt".into(), json!(t));
+        obj.insert("expiresAt".into(), json!(t + self.cfg.signed_seconds));
+        Some(self.sign(v.to_string().as_bytes()))
+    }
+
+    /// Signs payload bytes with the active key; the envelope's JSON text.
+    pub fn sign(&self, payload: &[u8]) -> String {
+        let keys = self.keys();
+        serde_json::to_string(&Envelope::sign(payload, &keys.active_id, &keys.active_secret)).unwrap_or_default()
+    }
+
+    /// Sends every edge stream a signed renewal of the current revision (under the writer
+    /// lock, so it cannot overtake a delta). Blocking.
+    pub fn renew(&self) -> ApiResult<()> {
+        let _w = self.writer()?;
+        let rev = self.engine().revision();
+        let Some(env) = self.sign_delta(&Delta::new(rev, rev, Vec::new())) else { return Ok(()) };
+        let ev = Event::default().id(rev.to_string()).event("delta").data(env);
+        if let Ok(mut s) = self.subs.lock() {
+            s.edges.retain(|x| x.try_send(ev.clone()).is_ok());
+        }
+        Ok(())
+    }
+
+    /// Registers a user's event stream; returns its receiver and the revision it starts after.
+    /// Registration and the revision are read together, so no change falls between the
+    /// stream's catch-up and its live events.
+    pub fn subscribe_user(&self, viewer: &str, session: &str) -> ApiResult<(mpsc::Receiver<Event>, Arc<Engine>)> {
+        let (tx, rx) = mpsc::channel(STREAM_QUEUE);
+        let mut s = self.subs.lock().map_err(|_| ApiError::Internal("the subscriber lock was poisoned".into()))?;
+        let engine = self.engine();
+        s.users.push(UserSub { viewer: viewer.to_owned(), session: session.to_owned(), start: engine.revision(), tx });
+        Ok((rx, engine))
+    }
+
+    /// Registers an edge event stream.
+    pub fn subscribe_edge(&self) -> ApiResult<(mpsc::Receiver<Event>, u64)> {
+        let (tx, rx) = mpsc::channel(STREAM_QUEUE);
+        let mut s = self.subs.lock().map_err(|_| ApiError::Internal("the subscriber lock was poisoned".into()))?;
+        let rev = self.engine().revision();
+        s.edges.push(tx);
+        Ok((rx, rev))
+    }
+
+    /// Creates a session for `user`; returns its token (the only place it exists in the clear).
+    pub fn create_session(&self, user: &str) -> ApiResult<(String, Session)> {
+        let token = crate::auth::new_token().map_err(ApiError::Internal)?;
+        let id = crate::auth::new_session_id().map_err(ApiError::Internal)?;
+        let row = SessionRow {
+            id: id.clone(),
+            token_hash: crate::auth::digest(&token),
+            user: user.to_owned(),
+            expires_at: now() + self.cfg.session_seconds,
+        };
+        self.with_store(|s| Ok(s.create_session(&row)?))?;
+        let session = Session { id, user: user.to_owned(), expires_at: row.expires_at };
+        self.sessions.insert(row.token_hash, session.clone());
+        Ok((token, session))
+    }
+
+    /// Ends a session (logout). Blocking.
+    pub fn end_session(&self, sid: &str, reason: &str) -> ApiResult<()> {
+        self.with_store(|s| Ok(s.end_session(sid, reason)?))?;
+        self.forget_sessions(&[sid.to_owned()]);
+        Ok(())
+    }
+
+    /// Ends the sessions past their expiry. Blocking.
+    pub fn end_expired(&self) -> ApiResult<()> {
+        let at = now();
+        if self.sessions.expired(at).is_empty() {
+            return Ok(());
+        }
+        let ended = self.with_store(|s| Ok(s.end_expired_sessions(at)?))?;
+        let mut all = self.sessions.expired(at);
+        all.extend(ended);
+        self.forget_sessions(&all);
+        Ok(())
+    }
+
+    /// Forgets ended sessions: their tokens stop working, their streams close, edges are told.
+    fn forget_sessions(&self, sids: &[String]) {
+        if sids.is_empty() {
+            return;
+        }
+        self.sessions.remove(sids);
+        let ev = Event::default().event("revoked").data(json!({"sessions": sids}).to_string());
+        if let Ok(mut s) = self.subs.lock() {
+            s.users.retain(|x| !sids.contains(&x.session));
+            s.edges.retain(|x| x.try_send(ev.clone()).is_ok());
+        }
+    }
+
+    /// Reloads the signing keys when the store's active key changed (`rotate-key`). Blocking.
+    pub fn reload_keys(&self) -> ApiResult<bool> {
+        let rows = self.reads.with(|r| r.keys())?;
+        let Some(next) = KeySet::of(&rows, self.cfg.signed_seconds.max(self.cfg.token_seconds), now()) else {
+            return Ok(false);
+        };
+        let cur = self.keys();
+        if cur.active_id == next.active_id && cur.published.len() == next.published.len() {
+            return Ok(false);
+        }
+        if let Ok(mut k) = self.keys.write() {
+            *k = Arc::new(next);
+        }
+        Ok(true)
+    }
+
+    /// Applies the retention policy. Blocking.
+    pub fn prune(&self) -> ApiResult<usize> {
+        let r = self.cfg.retention;
+        self.with_store(|s| Ok(s.prune(r)?))
+    }
+
+    /// How many event streams are open: (user, edge).
+    pub fn stream_counts(&self) -> (usize, usize) {
+        self.subs.lock().map(|s| (s.users.len(), s.edges.len())).unwrap_or((0, 0))
+    }
+
+    /// The client address a throttle counts.
+    pub fn addr_key(addr: Option<std::net::SocketAddr>) -> Option<IpAddr> {
+        addr.map(|a| a.ip())
+    }
+}
+
+/// The next version to apply a delta to: the spare (the version before the published one),
+/// caught up, when no reader holds it; else a clone of the published version.
+fn take_spare(w: &mut Writer, cur: &Arc<Engine>) -> Arc<Engine> {
+    if let Some(mut spare) = w.spare.take() {
+        if let Some(e) = Arc::get_mut(&mut spare) {
+            let mut ok = true;
+            while ok && e.revision() < cur.revision() {
+                let rev = e.revision();
+                ok = match w.recent.iter().find(|d| d.from.0 == rev) {
+                    Some(d) => e.apply_delta(d).is_ok(),
+                    None => false,
+                };
+            }
+            if ok && e.revision() == cur.revision() {
+                return spare;
+            }
+        }
+    }
+    Arc::new((**cur).clone())
+}

@@ -1,0 +1,178 @@
+//! The test harness shared by the server's HTTP suites: a server process on a random port with
+//! its own database, JSON helpers, vector worlds.
+
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+pub const PASSWORD: &str = "test-password-1";
+
+/// A server process on a random port, with its own database.
+pub struct Server {
+    pub child: Child,
+    pub base: String,
+    pub db: std::path::PathBuf,
+    pub dir: TempDir,
+    /// Extra flags, kept for restarts.
+    pub args: Vec<String>,
+}
+
+pub struct TempDir(pub std::path::PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+pub fn temp_dir(tag: &str) -> TempDir {
+    let dir = std::env::temp_dir().join(format!("fleetgate-http-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    TempDir(dir)
+}
+
+impl Server {
+    pub fn start(tag: &str, seed: Option<&Value>) -> Server {
+        Server::start_with(tag, seed, &[])
+    }
+
+    /// Starts with extra flags (kept for restarts).
+    pub fn start_with(tag: &str, seed: Option<&Value>, extra: &[&str]) -> Server {
+        let dir = temp_dir(tag);
+        let db = dir.0.join("fleetgate.db");
+        let mut args = vec!["--listen".to_owned(), "127.0.0.1:0".into(), "--db".into(), db.display().to_string()];
+        if let Some(seed) = seed {
+            let path = dir.0.join("seed.json");
+            std::fs::write(&path, seed.to_string()).unwrap();
+            args.extend(["--seed".into(), path.display().to_string()]);
+        }
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let (child, base) = spawn(&args);
+        Server { child, base, db, dir, args: extra.iter().map(|s| s.to_string()).collect() }
+    }
+
+    /// Restarts on the same database (no seed), after a kill.
+    pub fn restart(&mut self) {
+        let mut args = vec!["--listen".to_owned(), "127.0.0.1:0".into(), "--db".into(), self.db.display().to_string()];
+        args.extend(self.args.iter().cloned());
+        let (child, base) = spawn(&args);
+        self.child = child;
+        self.base = base;
+    }
+
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub fn login(&self, user: &str) -> String {
+        let res = ureq::post(&self.url("/api/login"))
+            .send_json(json!({"email": format!("{user}@example.test"), "password": PASSWORD}))
+            .unwrap_or_else(|e| panic!("login {user}: {e}"));
+        res.into_json::<Value>().unwrap()["token"].as_str().unwrap().to_owned()
+    }
+
+    /// Signs in, or `None` when the server refuses.
+    pub fn try_login(&self, user: &str) -> Option<String> {
+        let res = ureq::post(&self.url("/api/login"))
+            .send_json(json!({"email": format!("{user}@example.test"), "password": PASSWORD}))
+            .ok()?;
+        Some(res.into_json::<Value>().ok()?["token"].as_str()?.to_owned())
+    }
+
+    pub fn get(&self, token: &str, path: &str) -> (u16, Value) {
+        status_json(ureq::get(&self.url(path)).set("Authorization", &format!("Bearer {token}")).call())
+    }
+
+    pub fn post(&self, token: &str, path: &str, body: &Value) -> (u16, Value) {
+        status_json(
+            ureq::post(&self.url(path)).set("Authorization", &format!("Bearer {token}")).send_json(body.clone()),
+        )
+    }
+
+    pub fn revision(&self) -> u64 {
+        ureq::get(&self.url("/healthz")).call().unwrap().into_json::<Value>().unwrap()["revision"].as_u64().unwrap()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+pub fn spawn(args: &[String]) -> (Child, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_fleetgate-server"))
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Some(addr) = line.strip_prefix("fleetgate-server listening on ") {
+                let _ = tx.send(addr.to_owned());
+            }
+        }
+    });
+    let base = rx.recv_timeout(Duration::from_secs(120)).expect("server did not start");
+    (child, base)
+}
+
+pub fn status_json(r: Result<ureq::Response, ureq::Error>) -> (u16, Value) {
+    match r {
+        Ok(res) => {
+            let status = res.status();
+            let text = res.into_string().unwrap_or_default();
+            (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+        }
+        Err(ureq::Error::Status(code, res)) => (code, res.into_json().unwrap_or(Value::Null)),
+        Err(e) => panic!("transport error: {e}"),
+    }
+}
+
+pub fn vector(name: &str) -> Value {
+    let path = format!("{}/../tests/vectors/{name}", env!("CARGO_MANIFEST_DIR"));
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+/// A seed for a vector world: every active user gets the test password.
+pub fn seed_of(snapshot: &Value) -> Value {
+    let passwords: serde_json::Map<String, Value> = snapshot["users"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|u| u["status"] == "active")
+        .map(|u| (u["id"].as_str().unwrap().to_owned(), json!(PASSWORD)))
+        .collect();
+    let claims: serde_json::Map<String, Value> = [("eu-demo", "123456"), ("lab-1", "777777")]
+        .into_iter()
+        .filter(|(d, _)| snapshot["devices"].as_array().is_some_and(|l| l.iter().any(|x| x["id"] == *d)))
+        .map(|(d, c)| (d.to_owned(), json!(c)))
+        .collect();
+    json!({"snapshot": snapshot, "passwords": passwords, "claimCodes": claims})
+}
+
+pub fn active_users(snapshot: &Value) -> Vec<String> {
+    snapshot["users"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|u| u["status"] == "active")
+        .map(|u| u["id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
