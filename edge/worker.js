@@ -29,7 +29,7 @@ const KEY_REFRESH_MIN_MS = 1000; // unknown key ids refresh the key set at most 
 const RENEW_MARGIN_S = 60; // polling: refetch the snapshot when it expires within this margin
 const REVOKED_KEEP_MS = 15 * 60 * 1000; // access tokens live ≤ 300 s (+60 s clock skew)
 const MAX_HEADER_BYTES = 64 * 1024;
-const MAX_TOKEN_BYTES = 8 * 1024;
+const MAX_TOKEN_BYTES = 4096; // the server looks at no longer access token either
 
 const JWT_SHAPE = /^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*$/;
 const OPAQUE_TOKEN = /^[A-Za-z0-9._~+/=-]{16,512}$/;
@@ -311,7 +311,10 @@ function sseParser(onEvent) {
 /** Follows `/api/edge/events` until it ends, errors or stalls (throws), or a resync is due (returns). */
 async function followEvents(env, gen) {
   const ctl = new AbortController();
-  const res = await originFetch(env, "/api/edge/events", { headers: { accept: "text/event-stream" }, signal: ctl.signal });
+  // Last-Event-ID: the server starts the stream with what we missed since our revision.
+  const headers = { accept: "text/event-stream" };
+  if (state.engine !== null) headers["last-event-id"] = String(state.engine.revision);
+  const res = await originFetch(env, "/api/edge/events", { headers, signal: ctl.signal });
   await expectOk(res, "events");
   if (!res.body) throw new Error("events: no body");
   const reader = res.body.getReader();
@@ -320,6 +323,7 @@ async function followEvents(env, gen) {
     state.follower.connectedAt = Date.now();
     const onEvent = sseParser(async (name, data) => {
       if (name === "delta") await applyEnvelope(env, data);
+      else if (name === "resync") state.needSnapshot = true; // the change log no longer reaches our revision
       else if (name === "revoked") {
         try {
           addRevoked(JSON.parse(data)?.sessions);
@@ -439,16 +443,21 @@ async function forward(request, env, tag) {
   return tagged(res, tag);
 }
 
-/** The caller's bearer token: `{kind: "none" | "jwt" | "opaque" | "garbage", token}`. */
+/**
+ * The caller's credential, read as the server reads it (`Authorization: Bearer <token>`, else the
+ * `fleetgate_session` cookie): `{kind: "none" | "jwt" | "opaque" | "garbage", token}`. An opaque
+ * token (a session token) cannot be checked here.
+ */
 function bearerOf(request) {
   const h = request.headers.get("authorization");
   if (h === null) {
     const cookie = request.headers.get("cookie") ?? "";
-    return /(?:^|;\s*)fleetgate_session=/.test(cookie) ? { kind: "opaque", token: null } : { kind: "none", token: null };
+    return /(?:^|;)\s*fleetgate_session=/.test(cookie) ? { kind: "opaque", token: null } : { kind: "none", token: null };
   }
-  const m = /^Bearer[ ]+(\S+)\s*$/i.exec(h);
-  if (!m || m[1].length > MAX_TOKEN_BYTES) return { kind: "garbage", token: null };
-  const token = m[1];
+  if (!h.startsWith("Bearer ")) return { kind: "garbage", token: null };
+  const token = h.slice(7).trim();
+  if (token === "") return { kind: "none", token: null };
+  if (token.length > MAX_TOKEN_BYTES) return { kind: "garbage", token: null };
   if (JWT_SHAPE.test(token)) return { kind: "jwt", token };
   return OPAQUE_TOKEN.test(token) ? { kind: "opaque", token } : { kind: "garbage", token: null };
 }
@@ -556,7 +565,8 @@ async function answerDevices(request, env, url) {
   }
   const action = seen.get("action");
   if (action !== undefined && action !== "view" && action !== "control") {
-    return errorAnswer(400, "INVALID_ARGUMENT", `unknown action \`${action}\``, "answered");
+    // The server names at most 64 characters of it.
+    return errorAnswer(400, "INVALID_ARGUMENT", `unknown action \`${[...action].slice(0, 64).join("")}\``, "answered");
   }
   const activeOrg = seen.get("activeOrg") || undefined;
   let list;
