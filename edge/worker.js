@@ -55,7 +55,7 @@ const state = {
   snapshotBackoff: 500,
   validity: 300, // seconds a signed snapshot was valid for when it came (polling renews by refetch)
   follower: { generation: 0, beat: 0, mode: "stopped", connectedAt: 0 },
-  stats: { loads: 0, deltas: 0, renewals: 0, rejected: 0, keyRefreshes: 0, restarts: 0, lastError: null, lastErrorAt: 0 },
+  stats: { loads: 0, lastLoadMs: null, lastLoadBytes: null, deltas: 0, renewals: 0, rejected: 0, keyRefreshes: 0, restarts: 0, lastError: null, lastErrorAt: 0 },
 };
 
 const nowS = () => Math.floor(Date.now() / 1000);
@@ -152,6 +152,7 @@ async function loadSnapshot(env, { force = false } = {}) {
   if (!force && state.snapshotEtag && valid() && state.snapshotRevision === state.engine.revision) {
     headers["if-none-match"] = state.snapshotEtag;
   }
+  const started = Date.now();
   const res = await originFetch(env, "/api/edge/snapshot", { headers });
   if (res.status === 304) {
     state.needSnapshot = false;
@@ -175,6 +176,8 @@ async function loadSnapshot(env, { force = false } = {}) {
   state.snapshotRevision = next.revision;
   state.needSnapshot = false;
   state.stats.loads++;
+  state.stats.lastLoadMs = Date.now() - started; // fetch + verify + index (workerd's clock moves on I/O)
+  state.stats.lastLoadBytes = text.length;
 }
 
 /** from/to of an envelope's delta payload (read before verification only to route it). */

@@ -177,30 +177,33 @@ test("a key rotation mid-run is followed without a gap", async () => {
   const prober = (async () => {
     while (running) tags.add((await sendCommand(edge.base, "jones-cam", await accessToken("jones-kid"))).edge);
   })();
-  const rotated = spawnSync(serverBinary(), ["rotate-key", "--db", db], { encoding: "utf8" });
-  assert.equal(rotated.status, 0, rotated.stderr);
-  const keys = await waitFor("the new key published", async () => {
-    const res = await http(S("/.well-known/fleetgate-keys"));
-    const list = res.json().keys;
-    const active = list.find((k) => k.active);
-    return active && !before.keyIds.includes(active.keyId) ? list : null;
-  });
-  const newKey = keys.find((k) => k.active).keyId;
-  // A change signed with the new key, and a token signed with it.
-  const { revision, at } = await serverCommand({ op: "moveDevice", device: "west-client-1", org: "dist-west" });
-  await edgeAt(revision);
-  console.log(`# after the rotation: a change visible at the edge in ${Math.round(performance.now() - at)} ms`);
-  const token = await accessToken("west-admin", { fresh: true });
-  const header = JSON.parse(Buffer.from(token.split(".")[0], "base64url"));
-  assert.equal(header.kid, newKey, "the server signs with the new key");
-  const res = await sendCommand(edge.base, "west-client-1", token);
-  assert.equal(res.edge, "allowed", res.text);
-  running = false;
-  await prober;
+  try {
+    const rotated = spawnSync(serverBinary(), ["rotate-key", "--db", db], { encoding: "utf8" });
+    assert.equal(rotated.status, 0, rotated.stderr);
+    const keys = await waitFor("the new key published", async () => {
+      const list = (await http(S("/.well-known/fleetgate-keys"))).json().keys;
+      const active = list.find((k) => k.active);
+      return active && !before.keyIds.includes(active.keyId) ? list : null;
+    });
+    const newKey = keys.find((k) => k.active).keyId;
+    // A change signed with the new key (us-staff, Staff of acme-us, gains lab-1), and a token signed with it.
+    assert.equal((await sendCommand(edge.base, "lab-1", await accessToken("us-staff"))).edge, "denied");
+    const { revision, at } = await serverCommand({ op: "moveDevice", device: "lab-1", org: "acme-us" });
+    await edgeAt(revision);
+    console.log(`# after the rotation: a change visible at the edge in ${Math.round(performance.now() - at)} ms`);
+    const token = await accessToken("us-staff", { fresh: true });
+    assert.equal(JSON.parse(Buffer.from(token.split(".")[0], "base64url")).kid, newKey, "the server signs with the new key");
+    const res = await sendCommand(edge.base, "lab-1", token);
+    assert.equal(res.edge, "allowed", res.text);
+    assert.equal(res.status, 202, res.text);
+    const st = await edge.status();
+    assert.ok(st.keyIds.includes(newKey), `edge keys ${st.keyIds}`);
+    assert.equal(st.stats.loads, before.stats.loads, "no snapshot reload was needed");
+  } finally {
+    running = false;
+    await prober;
+  }
   assert.deepEqual([...tags].filter((t) => t !== "allowed"), [], "no bypass or refusal during the rotation");
-  const st = await edge.status();
-  assert.ok(st.keyIds.includes(newKey), `edge keys ${st.keyIds}`);
-  assert.equal(st.stats.loads, before.stats.loads, "no snapshot reload was needed");
 });
 
 test("a logged-out session's access token: refused by the server at once, by the edge within its refresh interval", async () => {
@@ -239,22 +242,23 @@ test("a suspension, a removed member and a moved device take effect at the edge 
   const deniedOrRefused = (r) => r.edge === "denied" && (r.status === 403 || r.status === 401);
   const latencies = {};
 
-  // A moved device: north-staff controls north-stock-1 in dist-north; not once it is in dist-south.
-  assert.equal((await sendCommand(edge.base, "north-stock-1", await accessToken("north-staff"))).edge, "allowed");
-  assert.equal((await sendCommand(edge.base, "north-stock-1", await accessToken("dual"))).edge, "denied");
-  let c = await serverCommand({ op: "moveDevice", device: "north-stock-1", org: "dist-south" });
-  latencies.moveDevice = await effectAtEdge("the move (lost control)", "north-staff", "north-stock-1", deniedOrRefused, c.at);
-  latencies.moveDeviceGained = await effectAtEdge("the move (gained control)", "dual", "north-stock-1", (r) => r.edge === "allowed", c.at);
-
-  // A removed member: multi keeps acme-eu (Admin) but loses dist-north; dual loses dist-south.
-  assert.equal((await sendCommand(edge.base, "south-1", await accessToken("dual"))).edge, "allowed");
-  c = await serverCommand({ op: "removeMember", user: "dual", org: "dist-south" });
-  latencies.removeMember = await effectAtEdge("the removal", "dual", "south-1", deniedOrRefused, c.at);
-
-  // A suspension: us-staff controls us-1 until suspended (its sessions end too).
+  // A moved device: us-staff (Staff of acme-us, whose table adds control) controls us-1 until it
+  // moves to acme-eu, where eu-office (OfficeAdmin of acme-eu) gains it.
   assert.equal((await sendCommand(edge.base, "us-1", await accessToken("us-staff"))).edge, "allowed");
-  c = await serverCommand({ op: "suspendUser", user: "us-staff" });
-  latencies.suspendUser = await effectAtEdge("the suspension", "us-staff", "us-1", deniedOrRefused, c.at);
+  assert.equal((await sendCommand(edge.base, "us-1", await accessToken("eu-office"))).edge, "denied");
+  let c = await serverCommand({ op: "moveDevice", device: "us-1", org: "acme-eu" });
+  latencies.moveDevice = await effectAtEdge("the move (control lost)", "us-staff", "us-1", deniedOrRefused, c.at);
+  latencies.moveDeviceGained = await effectAtEdge("the move (control gained)", "eu-office", "us-1", (r) => r.edge === "allowed", c.at);
+
+  // A removed member: multi (Admin of acme-eu, Staff of dist-north) loses acme-eu, keeps a session.
+  assert.equal((await sendCommand(edge.base, "eu-demo", await accessToken("multi"))).edge, "allowed");
+  c = await serverCommand({ op: "removeMember", user: "multi", org: "acme-eu" });
+  latencies.removeMember = await effectAtEdge("the removal", "multi", "eu-demo", deniedOrRefused, c.at);
+
+  // A suspension: installer controls jones-lock until suspended (its sessions end too).
+  assert.equal((await sendCommand(edge.base, "jones-lock", await accessToken("installer"))).edge, "allowed");
+  c = await serverCommand({ op: "suspendUser", user: "installer" });
+  latencies.suspendUser = await effectAtEdge("the suspension", "installer", "jones-lock", deniedOrRefused, c.at);
 
   console.log(`# propagation server → edge (ms): ${JSON.stringify(latencies)}`);
   const st = await edge.status();
