@@ -12,6 +12,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { PolicyEngine } from "fleetgate";
 import { ROOT, SigningKey, http, nowS, startEdge, startServer, stop, waitFor } from "../tests/edge/harness.mjs";
+import { StubOrigin } from "../tests/edge/stub-origin.mjs";
 
 const N = Number(process.env.BENCH_N ?? 400);
 const ROUNDS = Number(process.env.BENCH_PROPAGATION ?? 20);
@@ -124,6 +125,7 @@ try {
   const baseline = rssMiB(edge.proc.pid);
   await stop(edge.proc);
   await stop(server.proc);
+  if (!existsSync(join(ROOT, "target/bench-world.json"))) console.log("generating the 100k world (target/bench-world.json)");
 
   // ---- 3: the 100k-device world -------------------------------------------------------------
   const worldPath = join(ROOT, "target/bench-world.json");
@@ -136,38 +138,70 @@ try {
   }
   const bigText = readFileSync(worldPath, "utf8");
   const big = JSON.parse(bigText);
-  const rootAdmin = big.memberships.find((m) => m.role === "Admin" && big.orgs.find((o) => o.id === m.org).parent === null).user;
-  const { server: bigServer, edgeToken: bigToken } = await (async () => {
-    // Only the root admin needs a password here (Argon2 for 20,000 users would dominate the seed).
+  // The edge's own cost, measured against an origin stub that serves the signed snapshot at once
+  // (the server's time to produce it is printed separately below when BENCH_BIG_SERVER=1).
+  const stub = new StubOrigin({ snapshot: big, edgeToken: "bench-edge" });
+  const stubBase = await stub.listen();
+  try {
+    const t0 = performance.now();
+    const bigEdge = await startEdge({ origin: stubBase, edgeToken: "bench-edge", readyTimeout: 0 });
+    procs.push(bigEdge.proc);
+    const tServing = performance.now() - t0;
+    await waitFor("the 100k edge", async () => (await bigEdge.status()).state === "ready", { timeout: 120000, interval: 10 });
+    const tReady = performance.now() - t0;
+    console.log(`100k world (${(bigText.length / 1e6).toFixed(1)} MB JSON, ${(JSON.stringify(stub.snapshotEnvelope()).length / 1e6).toFixed(1)} MB envelope), edge against an origin stub:`);
+    console.log(`  start → workerd serving ${ms(tServing)}; start → snapshot loaded (fetch + verify + index) ${ms(tReady)}`);
+    const reloads = [];
+    for (let i = 0; i < 3; i++) {
+      const loads = (await bigEdge.status()).stats.loads;
+      const t1 = performance.now();
+      // A change the edge does not hear of, then a delta beyond it: a gap, so it refetches.
+      const dev = big.devices[i];
+      stub.commit([{ op: "putDevice", device: { ...dev, name: `${dev.name} ${i}` } }], { push: false });
+      stub.pushDelta(stub.deltaEnvelope({ from: stub.revision + 10, to: stub.revision + 11, ops: [] }), 0);
+      await waitFor("the reload", async () => (await bigEdge.status()).stats.loads > loads, { timeout: 60000, interval: 5 });
+      reloads.push(performance.now() - t1);
+    }
+    console.log(`  reload in a warm isolate (gap → refetch → verify → index → swap)  ${summary(reloads)}`);
+    console.log(`  memory (VmRSS, MiB): manufacturer world ${JSON.stringify(round(baseline))}, 100k world ${JSON.stringify(round(rssMiB(bigEdge.proc.pid)))}`);
+    const rootAdmin = big.memberships.find((m) => m.role === "Admin" && big.orgs.find((o) => o.id === m.org).parent === null).user;
+    const token = stub.key.token({ user: rootAdmin, session: "bench" });
+    const leafDevice = big.devices.find((d) => d.owner !== null);
+    const leafToken = stub.key.token({ user: leafDevice.owner, session: "bench-leaf" });
+    for (const [label, fn, n] of [
+      ["denied command (leaf user, another's device)", () => cmd(bigEdge.base, big.devices[0].id === leafDevice.id ? big.devices[1].id : big.devices[0].id, leafToken), N],
+      ["GET /api/devices leaf user", () => http(`${bigEdge.base}/api/devices`, { token: leafToken }), N],
+      ["GET /api/devices root admin (100k ids)", () => http(`${bigEdge.base}/api/devices`, { token }), 50],
+    ]) {
+      for (let i = 0; i < 10; i++) await fn();
+      const xs = [];
+      for (let i = 0; i < n; i++) xs.push((await timed(fn))[0]);
+      console.log(`  ${label.padEnd(46)} ${summary(xs)}`);
+    }
+    await stop(bigEdge.proc);
+  } finally {
+    await stub.close();
+  }
+
+  if (process.env.BENCH_BIG_SERVER) {
+    const rootAdmin = big.memberships.find((m) => m.role === "Admin" && big.orgs.find((o) => o.id === m.org).parent === null).user;
     const edgeToken = randomBytes(24).toString("base64url");
+    // Only the root admin gets a password (Argon2 for 20,000 users would dominate the seed).
     writeFileSync(join(dir, "seed-big.json"), JSON.stringify({ snapshot: big, passwords: { [rootAdmin]: "pw-root" } }));
     writeFileSync(join(dir, "edge-tokens-big"), `${edgeToken}\n`);
     const [t, srv] = await timed(() => startServer(["--db", join(dir, "big.db"), "--seed", join(dir, "seed-big.json"), "--edge-token-file", join(dir, "edge-tokens-big")]));
-    console.log(`100k world (${(bigText.length / 1e6).toFixed(1)} MB JSON): server seeded and listening in ${ms(t)}`);
-    return { server: srv, edgeToken };
-  })();
-  procs.push(bigServer.proc);
-  const [tEnvelope, envRes] = await timed(() => http(`${bigServer.base}/api/edge/snapshot`, { token: bigToken }));
-  console.log(`  GET /api/edge/snapshot straight from the server: ${ms(tEnvelope)}, ${(envRes.text.length / 1e6).toFixed(1)} MB envelope`);
-  const t0 = performance.now();
-  const bigEdge = await startEdge({ origin: bigServer.base, edgeToken: bigToken, readyTimeout: 0 });
-  procs.push(bigEdge.proc);
-  const tServing = performance.now() - t0;
-  await waitFor("the 100k edge", async () => (await bigEdge.status()).state === "ready", { timeout: 120000, interval: 10 });
-  const tReady = performance.now() - t0;
-  const st = await bigEdge.status();
-  console.log(`  edge: workerd serving after ${ms(tServing)}, 100k snapshot loaded (fetch + verify + index) after ${ms(tReady)} (revision ${st.revision})`);
-  const rss = rssMiB(bigEdge.proc.pid);
-  console.log(`  memory (VmRSS, MiB): manufacturer world ${JSON.stringify(round(baseline))}, 100k world ${JSON.stringify(round(rss))}`);
-  const root = await accessToken(bigServer.base, big, rootAdmin, "pw-root");
-  const xs = [];
-  for (let i = 0; i < N; i++) xs.push((await timed(() => cmd(bigEdge.base, "no-such-device", root.access)))[0]);
-  console.log(`  denied command at the 100k edge  ${summary(xs)}`);
-  const ys = [];
-  for (let i = 0; i < Math.min(N, 100); i++) ys.push((await timed(() => http(`${bigEdge.base}/api/devices`, { token: root.access })))[0]);
-  console.log(`  GET /api/devices root admin (100k ids) at the edge ${summary(ys)}`);
-  await stop(bigEdge.proc);
-  await stop(bigServer.proc);
+    procs.push(srv.proc);
+    console.log(`100k world at the server: seeded and listening in ${ms(t)}`);
+    const [tEnv, envRes] = await timed(() => http(`${srv.base}/api/edge/snapshot`, { token: edgeToken }));
+    console.log(`  GET /api/edge/snapshot: ${ms(tEnv)} (${(envRes.text.length / 1e6).toFixed(1)} MB)`);
+    const t0 = performance.now();
+    const e = await startEdge({ origin: srv.base, edgeToken, readyTimeout: 0 });
+    procs.push(e.proc);
+    await waitFor("the 100k edge", async () => (await e.status()).state === "ready", { timeout: 180000, interval: 10 });
+    console.log(`  edge start → loaded from the server ${ms(performance.now() - t0)}`);
+    await stop(e.proc);
+    await stop(srv.proc);
+  }
 
   // ---- 4: applySignedDelta in Node ----------------------------------------------------------
   const key = new SigningKey("bench");

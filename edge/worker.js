@@ -22,7 +22,8 @@ const EVENTS_RETRY_MS = 5000; // how long to poll before trying the event stream
 const BEAT_MS = 1000; // the follower proves it is alive at least this often
 const STALL_MS = 5000; // a follower silent for longer is presumed dead and replaced
 const STREAM_IDLE_MS = 75000; // no byte on the stream (not even a keep-alive) for this long: reconnect
-const FETCH_TIMEOUT_MS = 15000; // any single control-plane request to the origin
+const FETCH_TIMEOUT_MS = 15000; // a control-plane request to the origin
+const SNAPSHOT_TIMEOUT_MS = 120000; // the full snapshot (10+ MB for a large fleet), read whole
 const RETRY_MIN_MS = 500; // back-off after a failed load, doubling up to RETRY_MAX_MS
 const RETRY_MAX_MS = 10000;
 const KEY_REFRESH_MIN_MS = 1000; // unknown key ids refresh the key set at most this often
@@ -48,6 +49,7 @@ const state = {
   keyRefreshAt: 0, // ms of the last key-set fetch caused by an unknown key id
   /** @type {Map<string, number>} revoked session id → ms first seen */
   revoked: new Map(),
+  revokedAt: 0, // ms of the last /api/edge/revoked read
   needSnapshot: true,
   snapshotEtag: null, // the ETag of the snapshot loaded last, and its revision
   snapshotRevision: null,
@@ -95,30 +97,39 @@ function originUrl(env, path) {
   return new URL(path, String(env.ORIGIN).replace(/\/?$/, "/")).toString();
 }
 
-async function originFetch(env, path, init = {}) {
-  const ctl = new AbortController();
-  const timer = setTimeout(() => ctl.abort(new Error(`timed out after ${FETCH_TIMEOUT_MS} ms`)), FETCH_TIMEOUT_MS);
+/**
+ * A control-plane request to the origin with the edge credential. The timeout covers the headers;
+ * `ctl` lets the caller abort later (the event stream).
+ */
+async function originFetch(env, path, { headers = {}, timeoutMs = FETCH_TIMEOUT_MS, ctl = new AbortController() } = {}) {
+  const timer = setTimeout(() => ctl.abort(new Error(`${path}: no answer in ${timeoutMs} ms`)), timeoutMs);
   try {
-    return await fetch(originUrl(env, path), {
-      ...init,
-      headers: { authorization: `Bearer ${env.EDGE_TOKEN}`, ...(init.headers ?? {}) },
-      signal: ctl.signal,
-    });
+    return await fetch(originUrl(env, path), { headers: { authorization: `Bearer ${env.EDGE_TOKEN}`, ...headers }, signal: ctl.signal });
   } finally {
     clearTimeout(timer);
   }
 }
 
-async function expectOk(res, what) {
-  if (res.ok) return res;
-  const body = await res.text().catch(() => "");
-  throw new Error(`${what}: HTTP ${res.status} ${body.slice(0, 200)}`);
+/** A control-plane request read whole, the timeout covering the body: `{status, etag, text}`. */
+async function originText(env, path, { headers = {}, timeoutMs = FETCH_TIMEOUT_MS } = {}) {
+  const ctl = new AbortController();
+  const timer = setTimeout(() => ctl.abort(new Error(`${path}: not read in ${timeoutMs} ms`)), timeoutMs);
+  try {
+    const res = await fetch(originUrl(env, path), { headers: { authorization: `Bearer ${env.EDGE_TOKEN}`, ...headers }, signal: ctl.signal });
+    return { status: res.status, etag: res.headers.get("etag"), text: await res.text() };
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+function expectOk(r, what) {
+  if (r.status !== 200) throw new Error(`${what}: HTTP ${r.status} ${r.text.slice(0, 200)}`);
+  return r;
 }
 
 /** Fetches `/.well-known/fleetgate-keys` into the key set. */
 async function refreshKeys(env) {
-  const res = await expectOk(await originFetch(env, "/.well-known/fleetgate-keys"), "key set");
-  const doc = await res.json();
+  const doc = JSON.parse(expectOk(await originText(env, "/.well-known/fleetgate-keys"), "key set").text);
   if (!doc || !Array.isArray(doc.keys)) throw new Error("key set: no `keys` array");
   const keys = {};
   for (const k of doc.keys) if (k && typeof k.keyId === "string" && typeof k.publicKey === "string") keys[k.keyId] = k.publicKey;
@@ -153,14 +164,19 @@ async function loadSnapshot(env, { force = false } = {}) {
     headers["if-none-match"] = state.snapshotEtag;
   }
   const started = Date.now();
-  const res = await originFetch(env, "/api/edge/snapshot", { headers });
-  if (res.status === 304) {
+  // The first time, the recently revoked sessions come with the snapshot: no window in which a
+  // revoked session's token would pass.
+  const [r, revoked] = await Promise.all([
+    originText(env, "/api/edge/snapshot", { headers, timeoutMs: SNAPSHOT_TIMEOUT_MS }),
+    state.revokedAt === 0 ? originText(env, "/api/edge/revoked") : null,
+  ]);
+  if (revoked !== null) takeRevoked(expectOk(revoked, "revoked sessions").text);
+  if (r.status === 304) {
     state.needSnapshot = false;
     return;
   }
-  await expectOk(res, "snapshot");
-  const text = await res.text();
-  const etag = res.headers.get("etag");
+  const text = expectOk(r, "snapshot").text;
+  const etag = r.etag;
   let next;
   try {
     next = await withKeys(env, (keys) =>
@@ -176,7 +192,7 @@ async function loadSnapshot(env, { force = false } = {}) {
   state.snapshotRevision = next.revision;
   state.needSnapshot = false;
   state.stats.loads++;
-  state.stats.lastLoadMs = Date.now() - started; // fetch + verify + index (workerd's clock moves on I/O)
+  state.stats.lastLoadMs = Date.now() - started; // fetch + verify + index, by the runtime's clock
   state.stats.lastLoadBytes = text.length;
 }
 
@@ -218,20 +234,22 @@ async function applyEnvelope(env, text) {
 
 /** One poll of `/api/edge/deltas?since=` (200 envelope, 204 current, 410 too old). */
 async function pollDeltas(env) {
-  const res = await originFetch(env, `/api/edge/deltas?since=${state.engine.revision}`);
-  if (res.status === 204) return;
-  if (res.status === 410) {
+  const r = await originText(env, `/api/edge/deltas?since=${state.engine.revision}`);
+  if (r.status === 204) return;
+  if (r.status === 410) {
     state.needSnapshot = true;
     return;
   }
-  await expectOk(res, "deltas");
-  await applyEnvelope(env, await res.text());
+  await applyEnvelope(env, expectOk(r, "deltas").text);
+}
+
+function takeRevoked(text) {
+  addRevoked(JSON.parse(text)?.sessions);
+  state.revokedAt = Date.now();
 }
 
 async function pollRevoked(env) {
-  const res = await expectOk(await originFetch(env, "/api/edge/revoked"), "revoked sessions");
-  const doc = await res.json();
-  addRevoked(doc?.sessions);
+  takeRevoked(expectOk(await originText(env, "/api/edge/revoked"), "revoked sessions").text);
 }
 
 // ---- the follower -----------------------------------------------------------------------------
@@ -317,8 +335,11 @@ async function followEvents(env, gen) {
   // Last-Event-ID: the server starts the stream with what we missed since our revision.
   const headers = { accept: "text/event-stream" };
   if (state.engine !== null) headers["last-event-id"] = String(state.engine.revision);
-  const res = await originFetch(env, "/api/edge/events", { headers, signal: ctl.signal });
-  await expectOk(res, "events");
+  const res = await originFetch(env, "/api/edge/events", { headers, ctl });
+  if (res.status !== 200) {
+    const body = await res.text().catch(() => "");
+    throw new Error(`events: HTTP ${res.status} ${body.slice(0, 200)}`);
+  }
   if (!res.body) throw new Error("events: no body");
   const reader = res.body.getReader();
   try {
@@ -392,6 +413,17 @@ async function pollFor(env, gen, ms) {
 
 /** The follower's life: load, follow the events, poll when they drop, repeat. */
 async function follow(env, gen) {
+  // Beat while awaiting long fetches too (a 10 MB snapshot from a slow origin); timers stop with
+  // the request context that runs us, so a follower whose context ended stops beating.
+  const beat = setInterval(() => alive(gen), BEAT_MS);
+  try {
+    await followLoop(env, gen);
+  } finally {
+    clearInterval(beat);
+  }
+}
+
+async function followLoop(env, gen) {
   while (alive(gen)) {
     await settle(env, gen);
     if (!alive(gen)) break;

@@ -369,6 +369,21 @@ test("with only bad envelopes to go on, it keeps its last good state until that 
   assert.equal((await command("t1", denied)).edge, "denied");
 });
 
+test("a session revoked before the edge started is refused from its first decision", async () => {
+  stub.revoked.push("s-ended-early");
+  const token = tokenFor("carol", { session: "s-ended-early" });
+  const fresh = await startEdge({ origin, edgeToken: EDGE_TOKEN });
+  try {
+    assert.equal((await fresh.status()).state, "ready");
+    const res = await http(`${fresh.base}/api/devices/w1/commands`, { method: "POST", token, body: { name: "x" } });
+    assert.equal(res.status, 401);
+    assert.equal(res.edge, "denied");
+    assert.equal((await http(`${fresh.base}/api/devices/w1/commands`, { method: "POST", token: tokenFor("carol"), body: { name: "x" } })).edge, "allowed");
+  } finally {
+    await stop(fresh.proc);
+  }
+});
+
 test("no valid state and an unreachable origin: bypass, and 502 ORIGIN_UNAVAILABLE", async () => {
   const dead = await startEdge({ origin: "http://127.0.0.1:9", edgeToken: EDGE_TOKEN, readyTimeout: 0 });
   try {
