@@ -497,6 +497,20 @@ function bearerOf(request) {
   return OPAQUE_TOKEN.test(token) ? { kind: "opaque", token } : { kind: "garbage", token: null };
 }
 
+/**
+ * Access tokens whose signature verified, with their claims: a client sends many requests with one
+ * token, and an Ed25519 verification costs far more than the decision. Expiry and the session's
+ * revocation are checked on every request; a token stays valid as long as it is unexpired (its
+ * key stays published for longer than any token it signed lives).
+ */
+const verified = new Map();
+const VERIFIED_MAX = 10000;
+
+function remember(token, claims) {
+  if (verified.size >= VERIFIED_MAX) verified.delete(verified.keys().next().value);
+  verified.set(token, { user: claims.user, session: claims.session, expiresAt: claims.expiresAt });
+}
+
 /** The `iat` claim of a JWT, unverified (only to decide whether a key-set refresh can help). */
 function unverifiedIat(token) {
   try {
@@ -518,7 +532,13 @@ function unverifiedIat(token) {
  */
 async function verify(env, token) {
   const check = () => {
-    const claims = PolicyEngine.verifyToken(token, state.keys ?? {}, { now: nowS() });
+    const now = nowS();
+    let claims = verified.get(token);
+    if (claims === undefined || now > claims.expiresAt) {
+      verified.delete(token);
+      claims = PolicyEngine.verifyToken(token, state.keys ?? {}, { now });
+      remember(token, claims);
+    }
     if (state.revoked.has(claims.session)) return { ok: false, message: "the session of this access token has ended" };
     return { ok: true, user: claims.user, session: claims.session };
   };

@@ -266,6 +266,16 @@ test("an access token of an unknown key id refreshes the key set once, then is r
   assert.equal(stub.counts.keys, keyFetches + 1);
 });
 
+test("an access token accepted before is refused once it expires", async () => {
+  const token = tokenFor("bob", { iat: nowS() - 10, exp: nowS() + 2 });
+  assert.equal((await command("t1", token)).edge, "allowed");
+  const res = await waitFor("the token to expire", async () => {
+    const r = await command("t1", token);
+    return r.status === 401 ? r : null;
+  }, { timeout: 6000, interval: 200 });
+  assert.equal(res.json().error.message, "the access token has expired");
+});
+
 test("revoked sessions are refused: from the event stream, then by polling when the stream drops", async () => {
   const viaEvents = tokenFor("carol", { session: "s-revoked-1" });
   assert.equal((await command("t1", viaEvents)).edge, "allowed");
