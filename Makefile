@@ -4,7 +4,7 @@ export PATH := $(CURDIR)/node_modules/.bin:$(HOME)/.cargo/bin:$(PATH)
 LISTEN ?= 127.0.0.1:8080
 DB ?= ./fleetgate.db
 
-.PHONY: run test setup setup-test pkg lint test-rust test-wasm test-node test-browser bench bench-wasm bench-server clean
+.PHONY: run test setup setup-test pkg lint test-rust test-wasm test-node test-workerd test-browser bench bench-wasm bench-server clean
 
 ## run: the server with the demo world and the dashboard on http://$(LISTEN)
 run: setup pkg
@@ -12,7 +12,7 @@ run: setup pkg
 	./target/release/fleetgate-server --demo --listen $(LISTEN) --db $(DB)
 
 ## test: every check and test suite (installs what is missing)
-test: setup-test lint test-rust pkg test-wasm test-node test-browser
+test: setup-test lint test-rust pkg test-wasm test-node test-workerd test-browser
 	@echo "fleetgate: all test suites passed"
 
 setup:
@@ -38,6 +38,9 @@ test-wasm:
 test-node:
 	tsc -p tests/ts/tsconfig.json
 	node --test tests/js/
+
+test-workerd:
+	node --test tests/workerd/
 
 test-browser:
 	node --test --test-concurrency=1 tests/browser/
