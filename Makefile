@@ -4,7 +4,7 @@ export PATH := $(CURDIR)/node_modules/.bin:$(HOME)/.cargo/bin:$(PATH)
 LISTEN ?= 127.0.0.1:8080
 DB ?= ./fleetgate.db
 
-.PHONY: run test setup setup-test pkg lint test-rust test-wasm test-node test-browser bench bench-wasm bench-server clean
+.PHONY: run test setup setup-test pkg lint test-rust test-wasm test-node test-workerd test-edge test-browser bench bench-edge bench-wasm bench-server clean
 
 ## run: the server with the demo world and the dashboard on http://$(LISTEN)
 run: setup pkg
@@ -12,7 +12,7 @@ run: setup pkg
 	./target/release/fleetgate-server --demo --listen $(LISTEN) --db $(DB)
 
 ## test: every check and test suite (installs what is missing)
-test: setup-test lint test-rust pkg test-wasm test-node test-browser
+test: setup-test lint test-rust pkg test-wasm test-node test-workerd test-edge test-browser
 	@echo "fleetgate: all test suites passed"
 
 setup:
@@ -39,11 +39,23 @@ test-node:
 	tsc -p tests/ts/tsconfig.json
 	node --test tests/js/
 
+test-workerd:
+	node --test tests/workerd/
+
+## test-edge: the edge worker in real workerd, against an origin stub and the real server
+test-edge:
+	cargo build -p fleetgate-server -p fleetgate-cli
+	node --test --test-concurrency=1 tests/edge/
+
 test-browser:
 	node --test --test-concurrency=1 tests/browser/
 
 bench:
 	cargo bench --bench engine
+
+bench-edge: pkg
+	cargo build --release -p fleetgate-server -p fleetgate-cli
+	FLEETGATE_SERVER=target/release/fleetgate-server node bench/edge.mjs
 
 bench-wasm: pkg
 	node bench/wasm.mjs

@@ -21,6 +21,14 @@ function actionCode(action) {
   throw argError(`unknown action \`${String(action)}\` (expected "view" or "control")`);
 }
 
+// `options.now` (unix seconds), by default the current time.
+function nowOf(options) {
+  if (options !== undefined && options !== null && typeof options !== "object") throw argError("options must be an object");
+  const now = options?.now ?? Math.floor(Date.now() / 1000);
+  if (typeof now !== "number" || !Number.isFinite(now) || now < 0) throw argError("`now` must be a finite number of unix seconds");
+  return now;
+}
+
 // Non-strings can never be ids: they become "" (unknown), so checks deny instead of throwing.
 const idOf = (s) => (typeof s === "string" ? s : "");
 
@@ -75,14 +83,30 @@ export function createPolicyEngine(raw) {
     }
 
     static fromSigned(envelope, keys, options) {
-      const now = options?.now ?? Math.floor(Date.now() / 1000);
+      const now = nowOf(options);
       const minRevision = options?.minRevision ?? -1;
-      if (typeof now !== "number" || typeof minRevision !== "number") throw argError("`now` and `minRevision` must be numbers");
+      if (typeof minRevision !== "number") throw argError("`minRevision` must be a number");
       return new PolicyEngine(TOKEN, raw.EngineCore.fromSigned(envelope, keys ?? {}, now, minRevision));
+    }
+
+    /** Verifies an access token (SPEC §4.5): `{user, session, expiresAt}` or a FleetgateError. */
+    static verifyToken(token, keys, options) {
+      if (typeof token !== "string") throw argError("token must be a string");
+      return raw.EngineCore.verifyToken(token, keys ?? {}, nowOf(options));
     }
 
     get revision() {
       return this.#core.revision;
+    }
+
+    /** The `expiresAt` of the last signed snapshot or delta accepted; null otherwise. */
+    get expiresAt() {
+      return this.#core.expiresAt ?? null;
+    }
+
+    /** Applies a signed delta (SPEC §4.4) atomically. */
+    applySignedDelta(envelope, keys, options) {
+      this.#core.applySignedDelta(envelope, keys ?? {}, nowOf(options));
     }
 
     #can(user, device, action) {

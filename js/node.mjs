@@ -1,8 +1,10 @@
-// fleetgate for Node ≥ 20: the engine is ready on import, no init call needed.
-import { createRequire } from "node:module";
+// fleetgate for Node ≥ 20: the engine is ready on import, no init call needed. It instantiates
+// the package's one `.wasm` (the web build's) synchronously from its bytes.
+import { readFileSync } from "node:fs";
+import * as raw from "./web/fleetgate.js";
 import { createPolicyEngine } from "./engine.js";
 
-const raw = createRequire(import.meta.url)("./node/fleetgate.js");
+raw.initSync({ module: readFileSync(new URL("./web/fleetgate_bg.wasm", import.meta.url)) });
 
 export const PolicyEngine = createPolicyEngine(raw);
 

@@ -47,7 +47,9 @@ impl Engine {
                 self.memberships_of(user.as_str()).into_iter().next().map(|(org, _)| org)
             }
         }?;
-        let reaches = allowed || self.permissions_in(actor, &named) != crate::model::Perms::default() || self.is_member(actor, &named);
+        let reaches = allowed
+            || self.permissions_in(actor, &named) != crate::model::Perms::default()
+            || self.is_member(actor, &named);
         reaches.then_some(named)
     }
 
@@ -206,7 +208,8 @@ mod tests {
     fn sessions_end_on_suspension_and_last_membership() {
         let mut e = world();
         let cmd = Command::parse(r#"{"op":"removeMember","user":"bob","org":"b"}"#).unwrap();
-        let delta = Delta::new(3, 4, vec![Op::RemoveMembership { user: Id::new("bob").unwrap(), org: Id::new("b").unwrap() }]);
+        let delta =
+            Delta::new(3, 4, vec![Op::RemoveMembership { user: Id::new("bob").unwrap(), org: Id::new("b").unwrap() }]);
         e.apply_delta(&delta).unwrap();
         assert_eq!(e.users_signed_out_by(&delta), vec!["bob".to_owned()]);
         let _ = cmd;
@@ -215,7 +218,8 @@ mod tests {
     #[test]
     fn pending_removal_revokes_and_accept_activates() {
         let e = world();
-        let d = Delta::new(3, 4, vec![Op::RemoveMembership { user: Id::new("pat").unwrap(), org: Id::new("a").unwrap() }]);
+        let d =
+            Delta::new(3, 4, vec![Op::RemoveMembership { user: Id::new("pat").unwrap(), org: Id::new("a").unwrap() }]);
         assert_eq!(e.invitations_revoked_by(&d), vec![("pat".to_owned(), "a".to_owned())]);
         assert!(e.accept_invite_delta("pat").is_ok());
         assert_eq!(e.accept_invite_delta("ann"), Err(AcceptRefusal::NotPending));

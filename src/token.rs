@@ -234,6 +234,8 @@ mod tests {
         assert_eq!(code(verify_token(&long, &ks, 1000)), Some("BAD_TOKEN"));
     }
 
+    // proptest is a native-only dev-dependency.
+    #[cfg(not(target_arch = "wasm32"))]
     proptest::proptest! {
         #[test]
         fn arbitrary_strings_never_panic(s in "\\PC{0,300}", now in 0u64..u64::MAX) {
@@ -247,6 +249,7 @@ mod tests {
         }
     }
 
+    #[cfg(not(target_arch = "wasm32"))]
     proptest::proptest! {
         // Each case signs and verifies: fewer cases keep the debug test run short.
         #![proptest_config(proptest::prelude::ProptestConfig::with_cases(48))]

@@ -50,6 +50,25 @@ fn to_js<T: serde::Serialize>(v: &T) -> Result<JsValue, JsValue> {
     parse_json(&text)
 }
 
+/// A key set: an object mapping key ids to base64url public keys.
+fn keys_of(keys: &JsValue) -> Result<BTreeMap<String, String>, JsValue> {
+    let bad = || err(crate::ErrorCode::InvalidArgument, "keys must map key ids to base64url public keys");
+    if !keys.is_object() || js_sys::Array::is_array(keys) {
+        return Err(bad());
+    }
+    let text = js_sys::JSON::stringify(keys).ok().and_then(|s| s.as_string()).ok_or_else(bad)?;
+    serde_json::from_str(&text).map_err(|_| bad())
+}
+
+/// Unix seconds from a JS number: finite and not negative (fractions are dropped).
+fn seconds(now: f64) -> Result<u64, JsValue> {
+    if now.is_finite() && now >= 0.0 {
+        Ok(now as u64)
+    } else {
+        Err(err(crate::ErrorCode::InvalidArgument, "`now` must be a finite number of unix seconds"))
+    }
+}
+
 fn parse_json(text: &str) -> Result<JsValue, JsValue> {
     js_sys::JSON::parse(text).map_err(|_| err(crate::ErrorCode::InvalidJson, "engine produced invalid JSON"))
 }
@@ -73,6 +92,15 @@ pub fn start() {
 #[wasm_bindgen(js_name = wasmMemory)]
 pub fn wasm_memory() -> JsValue {
     wasm_bindgen::memory()
+}
+
+/// What `verifyToken` returns: who the token speaks for (SPEC §6).
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct TokenIdentity<'a> {
+    user: &'a str,
+    session: &'a str,
+    expires_at: u64,
 }
 
 /// The engine handle the JS `PolicyEngine` wraps.
@@ -122,14 +150,21 @@ impl EngineCore {
     #[wasm_bindgen(js_name = fromSigned)]
     pub fn from_signed(envelope: &JsValue, keys: &JsValue, now: f64, min_revision: f64) -> Result<EngineCore, JsValue> {
         let text = text_of(envelope, crate::ErrorCode::InvalidSnapshot, "envelope")?;
-        let keys_text = text_of(keys, crate::ErrorCode::UnknownKey, "keys")?;
-        let keys: BTreeMap<String, String> = serde_json::from_str(&keys_text)
-            .map_err(|_| err(crate::ErrorCode::UnknownKey, "keys must map key ids to base64url public keys"))?;
         let opts = VerifyOptions {
-            now: if now.is_finite() && now > 0.0 { now as u64 } else { 0 },
+            now: seconds(now)?,
             min_revision: (min_revision.is_finite() && min_revision >= 0.0).then_some(min_revision as u64),
         };
-        Engine::from_signed(&text, &keys, opts).map(EngineCore::new).map_err(|e| js_error(&e))
+        Engine::from_signed(&text, &keys_of(keys)?, opts).map(EngineCore::new).map_err(|e| js_error(&e))
+    }
+
+    /// Verifies an access token (SPEC §4.5) at `now` (unix seconds); returns
+    /// `{user, session, expiresAt}`.
+    #[wasm_bindgen(js_name = verifyToken)]
+    pub fn verify_token(token: &JsValue, keys: &JsValue, now: f64) -> Result<JsValue, JsValue> {
+        let token =
+            token.as_string().ok_or_else(|| err(crate::ErrorCode::InvalidArgument, "token must be a string"))?;
+        let claims = crate::token::verify_token(&token, &keys_of(keys)?, seconds(now)?).map_err(|e| js_error(&e))?;
+        to_js(&TokenIdentity { user: &claims.sub, session: &claims.sid, expires_at: claims.exp })
     }
 
     /// Where the JS side writes ids.
@@ -142,6 +177,20 @@ impl EngineCore {
     #[wasm_bindgen(getter)]
     pub fn revision(&self) -> f64 {
         self.engine.revision() as f64
+    }
+
+    /// The `expiresAt` of the last signed snapshot or delta accepted (`undefined` when none).
+    #[wasm_bindgen(getter, js_name = expiresAt)]
+    pub fn expires_at(&self) -> Option<f64> {
+        self.engine.signed_expires_at().map(|t| t as f64)
+    }
+
+    /// Applies a signed delta atomically (SPEC §4.4) at `now` (unix seconds).
+    #[wasm_bindgen(js_name = applySignedDelta)]
+    pub fn apply_signed_delta(&mut self, envelope: &JsValue, keys: &JsValue, now: f64) -> Result<(), JsValue> {
+        let text = text_of(envelope, crate::ErrorCode::InvalidDelta, "envelope")?;
+        let keys = keys_of(keys)?;
+        self.engine.apply_signed_delta(&text, &keys, seconds(now)?).map_err(|e| js_error(&e))
     }
 
     /// Check on the ids in scratch (`user` of `ulen` bytes, then `device` of `dlen`); action 0 view, 1 control.

@@ -109,3 +109,36 @@ fn failed_delta_changes_nothing() {
     e.apply_delta(&JsValue::from_str(&good)).unwrap();
     assert_eq!(e.revision(), 4.0);
 }
+
+#[wasm_bindgen_test]
+fn signed_deltas_and_tokens_cross_the_boundary() {
+    use fleetgate::signed::Envelope;
+    let secret = [7u8; 32];
+    let keys = js_sys::JSON::parse(&format!(r#"{{"k1":"{}"}}"#, Envelope::public_key(&secret))).unwrap();
+    let snap = WORLD.replace(r#""revision":3,"#, r#""revision":3,"expiresAt":100,"#);
+    let env = Envelope::sign(snap.as_bytes(), "k1", &secret).to_json();
+    let mut e = EngineCore::from_signed(&JsValue::from_str(&env), &keys, 10.0, -1.0).unwrap();
+    assert_eq!(e.expires_at(), Some(100.0));
+    assert_eq!(engine().expires_at(), None, "a plain snapshot has no signed expiry");
+    let renewal = r#"{"format":"fleetgate/delta@1","from":3,"to":3,"expiresAt":200,"ops":[]}"#;
+    let signed = JsValue::from_str(&Envelope::sign(renewal.as_bytes(), "k1", &secret).to_json());
+    assert_eq!(code_of(e.apply_signed_delta(&signed, &keys, f64::NAN).err().unwrap()), "INVALID_ARGUMENT");
+    assert_eq!(
+        code_of(e.apply_signed_delta(&signed, &JsValue::from_f64(1.0), 10.0).err().unwrap()),
+        "INVALID_ARGUMENT"
+    );
+    assert_eq!(code_of(e.apply_signed_delta(&signed, &keys, 201.0).err().unwrap()), "EXPIRED");
+    e.apply_signed_delta(&signed, &keys, 10.0).unwrap();
+    assert_eq!((e.revision(), e.expires_at()), (3.0, Some(200.0)));
+    let claims =
+        fleetgate::TokenClaims { iss: "fleetgate".into(), sub: "alice".into(), sid: "s1".into(), iat: 1000, exp: 1300 };
+    let token = JsValue::from_str(&fleetgate::sign_token(&claims, "k1", &secret));
+    let who = EngineCore::verify_token(&token, &keys, 1000.0).unwrap();
+    assert_eq!(js_sys::JSON::stringify(&who).unwrap(), r#"{"user":"alice","session":"s1","expiresAt":1300}"#);
+    assert_eq!(code_of(EngineCore::verify_token(&token, &keys, 1301.0).err().unwrap()), "EXPIRED");
+    assert_eq!(
+        code_of(EngineCore::verify_token(&JsValue::from_f64(1.0), &keys, 1.0).err().unwrap()),
+        "INVALID_ARGUMENT"
+    );
+    assert_eq!(code_of(EngineCore::verify_token(&JsValue::from_str("x"), &keys, 1.0).err().unwrap()), "BAD_TOKEN");
+}

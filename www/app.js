@@ -310,7 +310,7 @@ function render() {
             <span class="count" id="count">${list.length} of ${ids.length} device${ids.length === 1 ? "" : "s"}</span>
           </div>
           <div class="result" id="result">${S.result}</div>
-          ${ids.length === 0 ? renderEmpty(switchable) : `<div class="list" id="devices"><div style="height:${list.length * ROW}px"></div></div>`}
+          ${ids.length === 0 ? renderEmpty(switchable) : `<div class="list" id="devices"><div class="spacer"></div></div>`}
         </div>
         <div id="admin"></div>
       </section>
@@ -358,14 +358,17 @@ function paintRows(box) {
     const d = S.list[i];
     const ok = S.engine.canControl(S.user.id, d.id);
     const why = ok ? "" : whyNot(S.engine.explain(S.user.id, d.id, "control"), d.id, "control");
-    rows.push(`<div class="row" data-device="${esc(d.id)}" style="top:${i * ROW}px">
+    rows.push(`<div class="row" data-device="${esc(d.id)}" data-top="${i * ROW}">
       <div><div>${esc(d.name)}</div><div class="id">${esc(d.id)}</div></div>
       <div>${esc(orgName(d.org))}</div>
       <div>${esc(userName(d.owner))}</div>
       <div class="ctl"><button class="control" data-id="${esc(d.id)}" ${ok ? "" : "disabled"} title="${esc(why)}">Toggle</button>${ok ? "" : `<span class="why">${esc(why)}</span>`}</div>
     </div>`);
   }
-  box.innerHTML = `<div style="height:${S.list.length * ROW}px"></div>${rows.join("")}`;
+  // Positions are set through the CSSOM: the server's CSP allows no inline style attributes.
+  box.innerHTML = `<div class="spacer"></div>${rows.join("")}`;
+  box.firstElementChild.style.height = `${S.list.length * ROW}px`;
+  for (const r of box.querySelectorAll(".row")) r.style.top = `${r.dataset.top}px`;
   for (const b of box.querySelectorAll("button.control")) b.onclick = () => sendControl(b.dataset.id);
 }
 

@@ -33,8 +33,14 @@ pub async fn blocking<T: Send + 'static>(f: impl FnOnce() -> ApiResult<T> + Send
 }
 
 /// Runs work proportional to the fleet or to history: at most `App::heavy` at once.
-pub async fn heavy<T: Send + 'static>(app: &AppState, f: impl FnOnce() -> ApiResult<T> + Send + 'static) -> ApiResult<T> {
-    let _permit = tokio::time::timeout(HEAVY_WAIT, app.heavy.acquire()).await.map_err(|_| ApiError::Busy)?.map_err(|_| ApiError::Busy)?;
+pub async fn heavy<T: Send + 'static>(
+    app: &AppState,
+    f: impl FnOnce() -> ApiResult<T> + Send + 'static,
+) -> ApiResult<T> {
+    let _permit = tokio::time::timeout(HEAVY_WAIT, app.heavy.acquire())
+        .await
+        .map_err(|_| ApiError::Busy)?
+        .map_err(|_| ApiError::Busy)?;
     blocking(f).await
 }
 
@@ -52,12 +58,17 @@ pub struct Login {
 }
 
 fn session_cookie(token: &str, max_age: i64) -> Option<HeaderValue> {
-    HeaderValue::from_str(&format!("fleetgate_session={token}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age}")).ok()
+    HeaderValue::from_str(&format!("fleetgate_session={token}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age}"))
+        .ok()
 }
 
 /// `POST /api/login`: throttled per account and address before any hash; unknown emails cost
 /// one Argon2 verification like known ones.
-pub async fn login(State(app): State<AppState>, ClientAddr(addr): ClientAddr, Json(req): Json<Login>) -> ApiResult<Response> {
+pub async fn login(
+    State(app): State<AppState>,
+    ClientAddr(addr): ClientAddr,
+    Json(req): Json<Login>,
+) -> ApiResult<Response> {
     let key = format!("login:{}", req.email.trim().to_ascii_lowercase());
     let ip = App::addr_key(addr);
     app.logins.check(&key, ip, now()).map_err(ApiError::Throttled)?;
@@ -73,9 +84,7 @@ pub async fn login(State(app): State<AppState>, ClientAddr(addr): ClientAddr, Js
     let known = stored.is_some();
     let hash = stored.unwrap_or_else(|| app.dummy_hash.clone());
     let password = req.password;
-    let permit = app.hashing.acquire().await.map_err(|_| ApiError::Busy)?;
-    let ok = blocking(move || Ok(auth::verify_password(&password, &hash))).await? && known;
-    drop(permit);
+    let ok = app.hasher.run(move || auth::verify_password(&password, &hash)).await.ok_or(ApiError::Busy)? && known;
     let Some(user) = user.filter(|_| ok) else {
         app.logins.fail(&key, ip, now());
         return Err(ApiError::InvalidCredentials);
@@ -305,7 +314,11 @@ pub struct DevicesQuery {
 }
 
 /// `GET /api/devices`: the list the wasm engine computes.
-pub async fn devices(State(app): State<AppState>, caller: Caller, Query(q): Query<DevicesQuery>) -> ApiResult<Response> {
+pub async fn devices(
+    State(app): State<AppState>,
+    caller: Caller,
+    Query(q): Query<DevicesQuery>,
+) -> ApiResult<Response> {
     let action = match q.action.as_deref() {
         None | Some("view") => Action::View,
         Some("control") => Action::Control,
@@ -361,8 +374,12 @@ pub async fn device_command(
         return Err(ApiError::denied(decision.code.as_str()));
     }
     let (user, name, device) = (caller.user.clone(), req.name.clone(), id.clone());
-    let cmd_id = blocking(move || a.with_store(|s| Ok(s.queue_device_command(&device, &user, &name, &params, &audit)?))).await?;
-    Ok((StatusCode::ACCEPTED, axum::Json(json!({"id": cmd_id, "status": "queued", "device": id, "decision": decision})))
+    let cmd_id =
+        blocking(move || a.with_store(|s| Ok(s.queue_device_command(&device, &user, &name, &params, &audit)?))).await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        axum::Json(json!({"id": cmd_id, "status": "queued", "device": id, "decision": decision})),
+    )
         .into_response())
 }
 
@@ -374,7 +391,8 @@ pub async fn command(State(app): State<AppState>, caller: Caller, JsonText(text)
     let mut cmd = Command::parse(&text)?;
     let mut invite_token = None;
     if let Command::Invite { user_id, .. } = &mut cmd {
-        let id = format!("u-{}", auth::digest(&auth::new_token().map_err(ApiError::Internal)?).get(..16).unwrap_or("0"));
+        let id =
+            format!("u-{}", auth::digest(&auth::new_token().map_err(ApiError::Internal)?).get(..16).unwrap_or("0"));
         *user_id = Some(Id::new(id).map_err(ApiError::Internal)?);
         invite_token = Some(auth::new_token().map_err(ApiError::Internal)?);
     }
@@ -454,9 +472,8 @@ async fn check_claim(app: &AppState, caller: &Caller, device: &str, code: &str) 
     let stored = blocking(move || Ok(a.reads.with(|r| r.claim_code_hash(&d))?)).await?;
     let hash = stored.clone().unwrap_or_else(|| app.dummy_hash.clone());
     let code = code.to_owned();
-    let permit = app.hashing.acquire().await.map_err(|_| ApiError::Busy)?;
-    let ok = blocking(move || Ok(auth::verify_password(&code, &hash))).await? && stored.is_some();
-    drop(permit);
+    let ok =
+        app.hasher.run(move || auth::verify_password(&code, &hash)).await.ok_or(ApiError::Busy)? && stored.is_some();
     match stored.filter(|_| ok) {
         Some(h) => {
             app.claims.succeed(&dkey);
@@ -505,9 +522,12 @@ pub async fn accept_invite(State(app): State<AppState>, Json(req): Json<Accept>)
         return Err(ApiError::Gone("INVITE_EXPIRED", "the invitation has expired; ask for a new one".into()));
     }
     let password = req.password;
-    let permit = app.hashing.acquire().await.map_err(|_| ApiError::Busy)?;
-    let hash = blocking(move || auth::hash_password(&password).map_err(ApiError::Internal)).await?;
-    drop(permit);
+    let hash = app
+        .hasher
+        .run(move || auth::hash_password(&password))
+        .await
+        .ok_or(ApiError::Busy)?
+        .map_err(ApiError::Internal)?;
     let session_token = auth::new_token().map_err(ApiError::Internal)?;
     let session = SessionRow {
         id: auth::new_session_id().map_err(ApiError::Internal)?,
@@ -520,8 +540,12 @@ pub async fn accept_invite(State(app): State<AppState>, Json(req): Json<Accept>)
     let (doc, revision) = blocking(move || {
         a.commit_with(|e| {
             let delta = e.accept_invite_delta(&user).map_err(|r| match r {
-                AcceptRefusal::UnknownUser => ApiError::NotFound("UNKNOWN_INVITE", "the invited user no longer exists".into()),
-                AcceptRefusal::NotPending => ApiError::Conflict("CONFLICT", "the invited user is no longer pending".into()),
+                AcceptRefusal::UnknownUser => {
+                    ApiError::NotFound("UNKNOWN_INVITE", "the invited user no longer exists".into())
+                }
+                AcceptRefusal::NotPending => {
+                    ApiError::Conflict("CONFLICT", "the invited user is no longer pending".into())
+                }
             })?;
             let doc = e.user_doc_by_id(&user).map(|mut d| {
                 d.status = fleetgate::Status::Active;
@@ -644,4 +668,3 @@ pub async fn demo_info(State(app): State<AppState>) -> ApiResult<Response> {
 pub async fn not_found() -> ApiError {
     ApiError::NotFound("NOT_FOUND", "no such endpoint".into())
 }
-

@@ -22,10 +22,7 @@ pub fn verify_password(password: &str, hash: &str) -> bool {
 /// unknown email, so that such a login costs the same as one for a known email.
 pub fn dummy_hash() -> String {
     let salt = SaltString::encode_b64(b"fleetgate-dummy!").unwrap_or_else(|_| SaltString::generate(&mut OsRng));
-    Argon2::default()
-        .hash_password(b"no password matches this hash", &salt)
-        .map(|h| h.to_string())
-        .unwrap_or_default()
+    Argon2::default().hash_password(b"no password matches this hash", &salt).map(|h| h.to_string()).unwrap_or_default()
 }
 
 /// A fresh random token (32 bytes, base64url).
@@ -69,4 +66,60 @@ pub fn unhex32(s: &str) -> Option<[u8; 32]> {
         *b = u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()?;
     }
     Some(out)
+}
+
+type Job = Box<dyn FnOnce() + Send>;
+
+/// A small pool of threads for Argon2 (each computation takes ~19 MiB and tens of
+/// milliseconds): it bounds the CPU and the memory hashing may take, whatever the load, and
+/// refuses work beyond a short queue instead of piling it up.
+pub struct HashPool {
+    tx: std::sync::mpsc::Sender<Job>,
+    queued: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    limit: usize,
+}
+
+impl HashPool {
+    /// `threads` workers, at most `limit` computations queued or running.
+    pub fn new(threads: usize, limit: usize) -> Self {
+        let (tx, rx) = std::sync::mpsc::channel::<Job>();
+        let rx = std::sync::Arc::new(std::sync::Mutex::new(rx));
+        for i in 0..threads.max(1) {
+            let rx = rx.clone();
+            let spawned = std::thread::Builder::new().name(format!("argon2-{i}")).spawn(move || loop {
+                let job = match rx.lock() {
+                    Ok(r) => r.recv(),
+                    Err(_) => return,
+                };
+                match job {
+                    Ok(job) => job(),
+                    Err(_) => return,
+                }
+            });
+            if let Err(e) = spawned {
+                tracing::error!("cannot start a hashing thread: {e}");
+            }
+        }
+        Self { tx, queued: std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0)), limit }
+    }
+
+    /// Runs `f` on the pool; `None` when the queue is full or the pool is gone.
+    pub async fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> Option<T> {
+        use std::sync::atomic::Ordering;
+        if self.queued.fetch_add(1, Ordering::SeqCst) >= self.limit {
+            self.queued.fetch_sub(1, Ordering::SeqCst);
+            return None;
+        }
+        let (otx, orx) = tokio::sync::oneshot::channel();
+        let queued = self.queued.clone();
+        let job: Job = Box::new(move || {
+            let _ = otx.send(f());
+            queued.fetch_sub(1, Ordering::SeqCst);
+        });
+        if self.tx.send(job).is_err() {
+            self.queued.fetch_sub(1, Ordering::SeqCst);
+            return None;
+        }
+        orx.await.ok()
+    }
 }

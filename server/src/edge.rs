@@ -11,7 +11,7 @@ use serde_json::json;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::StreamExt;
 
-use crate::api::{ahead, blocking, cache_headers, etag_matches, gone, heavy, since_of, sign_doc, SinceQuery};
+use crate::api::{ahead, blocking, cache_headers, etag_matches, gone, heavy, sign_doc, since_of, SinceQuery};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::EdgeCaller;
 use crate::state::{App, AppState};

@@ -73,9 +73,12 @@ impl ApiError {
                 let status = match e.kind() {
                     C::RevisionMismatch => StatusCode::CONFLICT,
                     C::NotSwitchable => StatusCode::FORBIDDEN,
-                    C::DuplicateId | C::UnknownReference | C::OrgCycle | C::DepthExceeded | C::OwnerNotMember | C::UnknownRole => {
-                        StatusCode::UNPROCESSABLE_ENTITY
-                    }
+                    C::DuplicateId
+                    | C::UnknownReference
+                    | C::OrgCycle
+                    | C::DepthExceeded
+                    | C::OwnerNotMember
+                    | C::UnknownRole => StatusCode::UNPROCESSABLE_ENTITY,
                     _ => StatusCode::BAD_REQUEST,
                 };
                 (status, e.code())

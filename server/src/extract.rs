@@ -81,7 +81,9 @@ impl FromRequestParts<AppState> for EdgeCaller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, app: &AppState) -> Result<Self, Self::Rejection> {
-        let token = token_of(&parts.headers).filter(|t| !t.is_empty()).ok_or(ApiError::Unauthenticated("missing edge credential"))?;
+        let token = token_of(&parts.headers)
+            .filter(|t| !t.is_empty())
+            .ok_or(ApiError::Unauthenticated("missing edge credential"))?;
         if app.cfg.edge_tokens.contains(&crate::auth::digest(token)) {
             return Ok(EdgeCaller);
         }

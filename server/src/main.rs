@@ -177,13 +177,24 @@ fn edge_tokens(path: Option<&PathBuf>) -> Result<HashSet<String>, String> {
     Ok(text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).map(auth::digest).collect())
 }
 
+/// The most header bytes a request may carry.
+const MAX_HEAD: usize = 32 * 1024;
+
 /// Security headers on every answer; bodies refused up front by their declared length; a
 /// deadline for every answer (event streams: for their headers).
 async fn harden(timeout: Duration, req: Request, next: Next) -> Response {
     let declared =
         req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    let head: usize = req.headers().iter().map(|(k, v)| k.as_str().len() + v.len() + 4).sum();
     let mut res = if declared.is_some_and(|n| n > api::MAX_BODY as u64) {
         extract::too_large().into_response()
+    } else if head > MAX_HEAD {
+        ApiError::RefusedBody(
+            axum::http::StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "HEADERS_TOO_LARGE",
+            format!("request headers are limited to {MAX_HEAD} bytes"),
+        )
+        .into_response()
     } else {
         match tokio::time::timeout(timeout, next.run(req)).await {
             Ok(res) => res,
@@ -305,10 +316,11 @@ async fn serve(listener: tokio::net::TcpListener, app: Router, max: usize) {
             _ = &mut shutdown => return,
         };
         let _ = stream.set_nodelay(true);
-        let svc = tower::ServiceExt::map_request(app.clone(), move |mut req: axum::http::Request<hyper::body::Incoming>| {
-            req.extensions_mut().insert(ConnectInfo(addr));
-            req
-        });
+        let svc =
+            tower::ServiceExt::map_request(app.clone(), move |mut req: axum::http::Request<hyper::body::Incoming>| {
+                req.extensions_mut().insert(ConnectInfo(addr));
+                req
+            });
         tokio::spawn(async move {
             let conn = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
@@ -326,7 +338,8 @@ fn run_server(args: ServeArgs) -> Result<(), String> {
     let mut store = Store::open(&args.db, args.sync_full, replacing).map_err(|e| e.0)?;
     if let Some(path) = &args.seed {
         let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-        let value: serde_json::Value = serde_json::from_str(&text).map_err(|e| format!("seed {}: {e}", path.display()))?;
+        let value: serde_json::Value =
+            serde_json::from_str(&text).map_err(|e| format!("seed {}: {e}", path.display()))?;
         seed_store(&mut store, value)?;
         tracing::info!("seeded the world from {}", path.display());
     } else if args.demo && store.reads().revision().map_err(|e| e.0)?.is_none() {

@@ -104,7 +104,10 @@ impl Sessions {
     }
 
     fn expired(&self, at: i64) -> Vec<String> {
-        self.by_token.read().map(|m| m.values().filter(|s| s.expires_at <= at).map(|s| s.id.clone()).collect()).unwrap_or_default()
+        self.by_token
+            .read()
+            .map(|m| m.values().filter(|s| s.expires_at <= at).map(|s| s.id.clone()).collect())
+            .unwrap_or_default()
     }
 
     /// How many sessions are live.
@@ -182,8 +185,8 @@ pub struct App {
     keys: RwLock<Arc<KeySet>>,
     /// Bounds work proportional to the fleet (catch-up, full snapshots): at most this many at once.
     pub heavy: tokio::sync::Semaphore,
-    /// Bounds concurrent Argon2 computations.
-    pub hashing: tokio::sync::Semaphore,
+    /// Where Argon2 runs (bounded threads and queue).
+    pub hasher: crate::auth::HashPool,
     pub dummy_hash: String,
 }
 
@@ -214,7 +217,7 @@ impl App {
             subs: Mutex::new(Subscribers::default()),
             keys: RwLock::new(Arc::new(keys)),
             heavy: tokio::sync::Semaphore::new(2),
-            hashing: tokio::sync::Semaphore::new(threads * 2),
+            hasher: crate::auth::HashPool::new(threads, 64),
             dummy_hash: crate::auth::dummy_hash(),
         })
     }
@@ -285,7 +288,11 @@ impl App {
         if let Some(acc) = &fx.acceptance {
             self.sessions.insert(
                 acc.session.token_hash.clone(),
-                Session { id: acc.session.id.clone(), user: acc.session.user.clone(), expires_at: acc.session.expires_at },
+                Session {
+                    id: acc.session.id.clone(),
+                    user: acc.session.user.clone(),
+                    expires_at: acc.session.expires_at,
+                },
             );
         }
         self.fan_out(&cur, &next, &delta);

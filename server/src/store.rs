@@ -216,7 +216,8 @@ impl Store {
         let conn = db(Connection::open(path))?;
         configure(&conn, full_sync)?;
         let version: i64 = db(conn.query_row("PRAGMA user_version", [], |r| r.get(0)))?;
-        let tables: i64 = db(conn.query_row("SELECT count(*) FROM sqlite_master WHERE type = 'table'", [], |r| r.get(0)))?;
+        let tables: i64 =
+            db(conn.query_row("SELECT count(*) FROM sqlite_master WHERE type = 'table'", [], |r| r.get(0)))?;
         if tables > 0 && version != SCHEMA_VERSION {
             if !reset {
                 return Err(StoreError(format!(
@@ -226,7 +227,9 @@ impl Store {
                 )));
             }
             let names: Vec<String> = {
-                let mut stmt = db(conn.prepare("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"))?;
+                let mut stmt =
+                    db(conn
+                        .prepare("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"))?;
                 let rows = db(stmt.query_map([], |r| r.get(0)))?;
                 rows.collect::<rusqlite::Result<_>>().map_err(|e| StoreError(e.to_string()))?
             };
@@ -269,7 +272,10 @@ impl Store {
             db(tx.execute("INSERT OR REPLACE INTO passwords (user, hash) VALUES (?1, ?2)", params![user, hash]))?;
         }
         for (device, hash) in claims {
-            db(tx.execute("INSERT OR REPLACE INTO claim_codes (device, code_hash) VALUES (?1, ?2)", params![device, hash]))?;
+            db(tx.execute(
+                "INSERT OR REPLACE INTO claim_codes (device, code_hash) VALUES (?1, ?2)",
+                params![device, hash],
+            ))?;
         }
         set_meta(&tx, "revision", &doc.revision.0.to_string())?;
         set_meta(&tx, "oldest", &doc.revision.0.to_string())?;
@@ -278,7 +284,13 @@ impl Store {
 
     /// Persists an accepted delta with its inverse, audit entry and effects: one transaction.
     /// Returns the ids of the sessions it ended.
-    pub fn commit(&mut self, delta: &Delta, inverse: &[Op], audit: &AuditRow, fx: &Effects) -> StoreResult<Vec<String>> {
+    pub fn commit(
+        &mut self,
+        delta: &Delta,
+        inverse: &[Op],
+        audit: &AuditRow,
+        fx: &Effects,
+    ) -> StoreResult<Vec<String>> {
         let tx = db(self.conn.transaction())?;
         // The audit entry names the org as it is before the change (a deleted org's last entry).
         insert_audit(&tx, audit)?;
@@ -330,7 +342,14 @@ impl Store {
     }
 
     /// Queues a device command and audits it, in one transaction; returns its id.
-    pub fn queue_device_command(&mut self, device: &str, user: &str, name: &str, params_json: &str, audit: &AuditRow) -> StoreResult<i64> {
+    pub fn queue_device_command(
+        &mut self,
+        device: &str,
+        user: &str,
+        name: &str,
+        params_json: &str,
+        audit: &AuditRow,
+    ) -> StoreResult<i64> {
         let tx = db(self.conn.transaction())?;
         db(tx.execute(
             "INSERT INTO device_commands (at, device, user, name, params, status) VALUES (?1, ?2, ?3, ?4, ?5, 'queued')",
@@ -387,10 +406,9 @@ impl Store {
         n += db(tx.execute("DELETE FROM outbox WHERE at < ?1", [t - r.outbox_days * 86_400]))?;
         n += db(tx.execute("DELETE FROM device_commands WHERE at < ?1", [t - r.command_days * 86_400]))?;
         n += db(tx.execute("DELETE FROM sessions WHERE COALESCE(ended_at, expires_at) < ?1", [t - 86_400]))?;
-        n += db(tx.execute(
-            "DELETE FROM invites WHERE COALESCE(accepted_at, revoked_at, expires_at) < ?1",
-            [t - 86_400],
-        ))?;
+        n += db(
+            tx.execute("DELETE FROM invites WHERE COALESCE(accepted_at, revoked_at, expires_at) < ?1", [t - 86_400])
+        )?;
         db(tx.commit())?;
         Ok(n)
     }
@@ -506,9 +524,9 @@ impl Reads<'_> {
         if since < self.oldest()? {
             return Ok(None);
         }
-        let mut stmt = db(self
-            .0
-            .prepare_cached("SELECT inverse FROM changes WHERE revision > ?1 AND revision <= ?2 ORDER BY revision DESC"))?;
+        let mut stmt = db(self.0.prepare_cached(
+            "SELECT inverse FROM changes WHERE revision > ?1 AND revision <= ?2 ORDER BY revision DESC",
+        ))?;
         let rows = db(stmt.query_map([since as i64, upto as i64], |r| r.get::<_, String>(0)))?;
         let mut ops = Vec::new();
         for row in rows {
@@ -547,9 +565,9 @@ impl Reads<'_> {
 
     /// The live sessions (not ended, not expired at `at`).
     pub fn live_sessions(&self, at: i64) -> StoreResult<Vec<SessionRow>> {
-        let mut stmt = db(self
-            .0
-            .prepare("SELECT id, token_hash, user, expires_at FROM sessions WHERE ended_at IS NULL AND expires_at > ?1"))?;
+        let mut stmt = db(self.0.prepare(
+            "SELECT id, token_hash, user, expires_at FROM sessions WHERE ended_at IS NULL AND expires_at > ?1",
+        ))?;
         let rows = db(stmt.query_map([at], |r| {
             Ok(SessionRow { id: r.get(0)?, token_hash: r.get(1)?, user: r.get(2)?, expires_at: r.get(3)? })
         }))?;
@@ -624,14 +642,18 @@ impl Reads<'_> {
 
     /// Every stored signing key, oldest first.
     pub fn keys(&self) -> StoreResult<Vec<KeyRow>> {
-        let mut stmt = db(self.0.prepare_cached("SELECT key_id, secret, created_at, retired_at FROM keys ORDER BY created_at, key_id"))?;
+        let mut stmt = db(self
+            .0
+            .prepare_cached("SELECT key_id, secret, created_at, retired_at FROM keys ORDER BY created_at, key_id"))?;
         let rows = db(stmt.query_map([], |r| {
             Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?, r.get::<_, Option<i64>>(3)?))
         }))?;
         let mut out = Vec::new();
         for row in rows {
             let (key_id, secret, _created, retired_at) = db(row)?;
-            let Some(secret) = crate::auth::unhex32(&secret) else { return bad("key", format!("`{key_id}` is not 32 hex bytes")) };
+            let Some(secret) = crate::auth::unhex32(&secret) else {
+                return bad("key", format!("`{key_id}` is not 32 hex bytes"));
+            };
             out.push(KeyRow { key_id, secret, retired_at });
         }
         Ok(out)
@@ -674,9 +696,9 @@ fn end_sessions_where(c: &Connection, cond: &str, arg: &str, reason: &str) -> St
 
 fn insert_audit(c: &Connection, e: &AuditRow) -> StoreResult<()> {
     let uid: Option<i64> = match &e.org {
-        Some(org) => db(c
-            .query_row("SELECT uid FROM org_uids WHERE org = ?1 AND live = 1", [org], |r| r.get(0))
-            .optional())?,
+        Some(org) => {
+            db(c.query_row("SELECT uid FROM org_uids WHERE org = ?1 AND live = 1", [org], |r| r.get(0)).optional())?
+        }
         None => None,
     };
     db(c.execute(

@@ -123,6 +123,27 @@ test("signed envelopes: errors carry their codes", () => {
   );
 });
 
+test("signed deltas and tokens: wrong argument types are INVALID_ARGUMENT, state is kept", () => {
+  const engine = PolicyEngine.fromJson(world);
+  assert.equal(engine.expiresAt, null, "a plain snapshot carries no signed expiry");
+  for (const token of [undefined, null, 42, {}, ["a.b.c"]]) throwsCode(() => PolicyEngine.verifyToken(token, {}), "INVALID_ARGUMENT");
+  throwsCode(() => PolicyEngine.verifyToken("a.b.c", {}, { now: "soon" }), "INVALID_ARGUMENT", "now");
+  throwsCode(() => PolicyEngine.verifyToken("a.b.c", {}, { now: NaN }), "INVALID_ARGUMENT", "now");
+  throwsCode(() => PolicyEngine.verifyToken("a.b.c", "keys"), "INVALID_ARGUMENT", "keys");
+  throwsCode(() => PolicyEngine.verifyToken("a.b.c", { k1: 5 }), "INVALID_ARGUMENT", "keys");
+  throwsCode(() => PolicyEngine.verifyToken("a.b", {}), "BAD_TOKEN");
+  throwsCode(() => PolicyEngine.verifyToken("x".repeat(1 << 20), {}), "BAD_TOKEN");
+  throwsCode(() => PolicyEngine.fromSigned("{}", {}, { now: Infinity }), "INVALID_ARGUMENT", "now");
+  throwsCode(() => engine.applySignedDelta("{", {}), "INVALID_JSON");
+  throwsCode(() => engine.applySignedDelta({}, {}), "INVALID_DELTA");
+  throwsCode(() => engine.applySignedDelta(undefined, {}), "INVALID_DELTA");
+  throwsCode(() => engine.applySignedDelta({ format: "fleetgate/signed@1", keyId: "k9", payload: "e30", signature: "AA" }, {}), "UNKNOWN_KEY", "k9");
+  throwsCode(() => engine.applySignedDelta("{}", {}, { now: -1 }), "INVALID_ARGUMENT");
+  throwsCode(() => engine.applySignedDelta("{}", {}, 5), "INVALID_ARGUMENT");
+  assert.equal(engine.expiresAt, null);
+  healthy(engine);
+});
+
 test("a freed engine and a fresh one are independent", () => {
   const a = PolicyEngine.fromJson(world);
   const b = PolicyEngine.fromJson(world);

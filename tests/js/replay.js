@@ -15,12 +15,29 @@ function canon(v) {
   return v;
 }
 
-function call(PolicyEngine, engine, name, args) {
+const signedState = (engine) => ({ revision: engine.revision, expiresAt: engine.expiresAt });
+
+// `state.engine` is the engine later cases use (fromSigned replaces it).
+function call(PolicyEngine, state, name, args) {
+  const engine = state.engine;
   switch (name) {
     case "fromJson":
       return PolicyEngine.fromJson(args[0]).revision;
+    case "fromSigned": {
+      const loaded = PolicyEngine.fromSigned(...args);
+      if (state.engine) state.engine.free();
+      state.engine = loaded;
+      return signedState(loaded);
+    }
+    case "applySignedDelta":
+      engine.applySignedDelta(...args);
+      return signedState(engine);
+    case "verifyToken":
+      return PolicyEngine.verifyToken(...args);
     case "revision":
       return engine.revision;
+    case "expiresAt":
+      return engine.expiresAt;
     case "applyCommand": {
       const decision = engine.decide(args[0], args[1]);
       const delta = engine.commandDelta(args[0], args[1]);
@@ -45,14 +62,15 @@ function call(PolicyEngine, engine, name, args) {
 /** Replays `file` (parsed JSON); returns `{cases, failures: [message]}`. */
 export function replay(PolicyEngine, file, label) {
   const failures = [];
-  let engine = file.snapshot === null || file.snapshot === undefined ? null : PolicyEngine.fromJson(file.snapshot);
+  const state = { engine: file.snapshot === null || file.snapshot === undefined ? null : PolicyEngine.fromJson(file.snapshot) };
+  const snap = () => (state.engine ? JSON.stringify([state.engine.toJson(), state.engine.expiresAt]) : null);
   file.cases.forEach((c, i) => {
     const at = `${label} case ${i} (${c.call} ${c.name ?? ""})`;
-    const before = engine ? JSON.stringify(engine.toJson()) : null;
+    const before = snap();
     let got;
     let error = null;
     try {
-      got = call(PolicyEngine, engine, c.call, c.args ?? []);
+      got = call(PolicyEngine, state, c.call, c.args ?? []);
     } catch (e) {
       error = e;
     }
@@ -62,14 +80,13 @@ export function replay(PolicyEngine, file, label) {
       if (error.code !== c.error) return failures.push(`${at}: expected ${c.error}, got ${error.code}: ${error.message}`);
       if (c.errorMentions && !error.message.includes(c.errorMentions))
         return failures.push(`${at}: message "${error.message}" does not mention ${c.errorMentions}`);
-      const after = engine ? JSON.stringify(engine.toJson()) : null;
-      if (after !== before) failures.push(`${at}: a failed call changed the engine`);
+      if (snap() !== before) failures.push(`${at}: a failed call changed the engine`);
       return;
     }
     if (error) return failures.push(`${at}: unexpected ${error.code ?? ""} ${error.message}`);
     if ("expect" in c && !(c.expect === null && got === null) && !same(got, c.expect))
       failures.push(`${at}: expected ${JSON.stringify(c.expect)}, got ${JSON.stringify(got)}`);
   });
-  if (engine) engine.free();
+  if (state.engine) state.engine.free();
   return { cases: file.cases.length, failures };
 }

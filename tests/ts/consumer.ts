@@ -1,5 +1,13 @@
 // A typed consumer of the package: `tsc --noEmit` checks the declarations against real use.
-import init, { PolicyEngine, type Decision, type Preview, type Access } from "fleetgate";
+import init, {
+  PolicyEngine,
+  type Decision,
+  type Preview,
+  type Access,
+  type ErrorCode,
+  type FleetgateError,
+  type TokenIdentity,
+} from "fleetgate";
 
 async function main(snapshot: object): Promise<void> {
   await init();
@@ -7,6 +15,19 @@ async function main(snapshot: object): Promise<void> {
   const again = PolicyEngine.fromJson(JSON.stringify(snapshot));
   const signed = PolicyEngine.fromSigned("{}", { k1: "key" }, { now: 1, minRevision: 2 });
   const rev: number = engine.revision;
+  const expiresAt: number | null = signed.expiresAt;
+  signed.applySignedDelta("{}", { k1: "key" }, { now: 1 });
+  signed.applySignedDelta({ format: "fleetgate/signed@1" }, { k1: "key" });
+  const who: TokenIdentity = PolicyEngine.verifyToken("a.b.c", { k1: "key" }, { now: 1 });
+  const user: string = who.user;
+  const session: string = who.session;
+  const until: number = PolicyEngine.verifyToken("a.b.c", {}).expiresAt;
+  try {
+    PolicyEngine.verifyToken("", {});
+  } catch (e) {
+    const errorCode: ErrorCode = (e as FleetgateError).code;
+    if (errorCode === "BAD_TOKEN" || errorCode === "INVALID_ARGUMENT") void errorCode;
+  }
   const ok: boolean = engine.canView("alice", "thermo-1") && engine.canControl("alice", "thermo-1");
   const why: Decision = engine.explain("alice", "thermo-1", "control");
   const code: string = why.code;
@@ -23,7 +44,7 @@ async function main(snapshot: object): Promise<void> {
   engine.applyDelta('{"format":"fleetgate/delta@1","from":1,"to":2,"ops":[]}');
   const projection: object = engine.project("alice");
   const json: object = engine.toJson();
-  void [again, signed, rev, ok, code, org, kept, orgs, perms, decision, gained, projection, json];
+  void [again, signed, rev, expiresAt, user, session, until, ok, code, org, kept, orgs, perms, decision, gained, projection, json];
   engine.free();
 }
 

@@ -112,11 +112,14 @@ impl Drop for Server {
 }
 
 pub fn spawn(args: &[String]) -> (Child, String) {
+    // The log goes next to the database, so a suite can check what the server wrote.
+    let db = args.iter().skip_while(|a| *a != "--db").nth(1).cloned().unwrap_or_default();
+    let log = std::fs::OpenOptions::new().create(true).append(true).open(format!("{db}.log")).unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_fleetgate-server"))
         .args(args)
-        .env("RUST_LOG", "warn")
+        .env("RUST_LOG", "info")
         .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
+        .stderr(Stdio::from(log))
         .spawn()
         .unwrap();
     let stdout = child.stdout.take().unwrap();
@@ -128,7 +131,9 @@ pub fn spawn(args: &[String]) -> (Child, String) {
             }
         }
     });
-    let base = rx.recv_timeout(Duration::from_secs(120)).expect("server did not start");
+    let base = rx.recv_timeout(Duration::from_secs(120)).unwrap_or_else(|_| {
+        panic!("server did not start: {}", std::fs::read_to_string(format!("{db}.log")).unwrap_or_default())
+    });
     (child, base)
 }
 
@@ -175,4 +180,3 @@ pub fn active_users(snapshot: &Value) -> Vec<String> {
         .map(|u| u["id"].as_str().unwrap().to_owned())
         .collect()
 }
-
