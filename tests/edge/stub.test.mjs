@@ -267,7 +267,7 @@ test("an access token of an unknown key id refreshes the key set once, then is r
 });
 
 test("an access token accepted before is refused once it expires", async () => {
-  const token = tokenFor("bob", { iat: nowS() - 10, exp: nowS() + 2 });
+  const token = tokenFor("alice", { iat: nowS() - 10, exp: nowS() + 2 }); // alice (Admin of the root) controls every device
   assert.equal((await command("t1", token)).edge, "allowed");
   const res = await waitFor("the token to expire", async () => {
     const r = await command("t1", token);
