@@ -452,10 +452,13 @@ function ensureFollower(env, ctx) {
 
 const JSON_TYPE = "application/json";
 
-function tagged(res, tag) {
+const currentRevision = () => (state.engine === null ? "none" : String(state.engine.revision));
+
+/** The answer with the edge's headers; `revision` is the one decided on (taken before forwarding). */
+function tagged(res, tag, revision = currentRevision()) {
   const out = new Response(res.body, res);
   out.headers.set("x-fleetgate-edge", tag);
-  out.headers.set("x-fleetgate-revision", state.engine === null ? "none" : String(state.engine.revision));
+  out.headers.set("x-fleetgate-revision", revision);
   return out;
 }
 
@@ -467,15 +470,17 @@ const errorAnswer = (status, code, message, tag, extra) => jsonAnswer(status, { 
 
 /** Forwards the request to the origin unchanged; 502 ORIGIN_UNAVAILABLE when it cannot be reached. */
 async function forward(request, env, tag) {
+  const revision = currentRevision();
   const url = new URL(request.url);
   const target = new URL(url.pathname + url.search, String(env.ORIGIN).replace(/\/?$/, "/"));
   let res;
   try {
     res = await fetch(new Request(target, request), { redirect: "manual" });
   } catch (err) {
-    return errorAnswer(502, "ORIGIN_UNAVAILABLE", `the origin could not be reached: ${err?.message ?? err}`, tag);
+    const body = JSON.stringify({ error: { code: "ORIGIN_UNAVAILABLE", message: `the origin could not be reached: ${err?.message ?? err}` } });
+    return tagged(new Response(body, { status: 502, headers: { "content-type": JSON_TYPE } }), tag, revision);
   }
-  return tagged(res, tag);
+  return tagged(res, tag, revision);
 }
 
 /**
