@@ -11,11 +11,15 @@ use std::collections::BTreeMap;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
-use ed25519_dalek::{Signature, Signer, SigningKey};
+use ed25519_dalek::{Signature, Signer, SigningKey, Verifier};
+use std::fmt;
+
+use serde::de::{Error as _, MapAccess, Visitor};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, ErrorCode, Result};
-use crate::signed::verifying_key;
+use crate::signed::{b64url_decode_unpadded, verifying_key};
+use crate::snapshot::SafeInt;
 
 /// The `iss` of every access token.
 pub const TOKEN_ISSUER: &str = "fleetgate";
@@ -25,12 +29,13 @@ pub const MAX_TOKEN_LIFETIME: u64 = 300;
 pub const MAX_CLOCK_SKEW: u64 = 60;
 /// The longest token accepted, in bytes; nothing longer is decoded.
 pub const MAX_TOKEN_LEN: usize = 4096;
+/// The claims, in the order the server writes them.
+const CLAIMS: &[&str] = &["iss", "sub", "sid", "iat", "exp"];
 /// The longest session id, in bytes.
 pub const MAX_SESSION_LEN: usize = 128;
-/// The largest timestamp (2^53 − 1, as in snapshots).
-const MAX_SAFE_INTEGER: u64 = (1 << 53) - 1;
 
-/// The claims of an access token (SPEC §4.5), exactly these and no others.
+/// The claims of an access token (SPEC §4.5), exactly these and no others (`iat` and `exp`
+/// at most 2^53 − 1).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TokenClaims {
@@ -46,16 +51,16 @@ pub struct TokenClaims {
     pub exp: u64,
 }
 
-/// The JOSE header, exactly as the server writes it.
-#[derive(Debug, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Header {
-    alg: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    typ: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    kid: Option<String>,
+/// The JOSE header as the server writes it.
+#[derive(Debug, Serialize)]
+struct Header<'a> {
+    alg: &'a str,
+    typ: &'a str,
+    kid: &'a str,
 }
+
+/// The header fields a token may carry.
+const HEADER_FIELDS: &[&str] = &["alg", "typ", "kid"];
 
 fn bad(message: impl Into<String>) -> Error {
     Error::new(ErrorCode::BadToken, message)
@@ -68,7 +73,7 @@ fn show(s: &str) -> String {
 /// Signs claims as a compact JWS: header `{"alg":"EdDSA","typ":"JWT","kid":"<key_id>"}`,
 /// base64url without padding, Ed25519 over `header.payload`.
 pub fn sign_token(claims: &TokenClaims, key_id: &str, secret: &[u8; 32]) -> String {
-    let header = Header { alg: "EdDSA".to_owned(), typ: Some("JWT".to_owned()), kid: Some(key_id.to_owned()) };
+    let header = Header { alg: "EdDSA", typ: "JWT", kid: key_id };
     let header = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&header).unwrap_or_default());
     let payload = URL_SAFE_NO_PAD.encode(serde_json::to_vec(claims).unwrap_or_default());
     let signing_input = format!("{header}.{payload}");
@@ -83,7 +88,7 @@ pub fn sign_token(claims: &TokenClaims, key_id: &str, secret: &[u8; 32]) -> Stri
 /// not in `keys`. `BAD_SIGNATURE`: the signature does not verify. `EXPIRED`: `now > exp`.
 pub fn verify_token(token: &str, keys: &BTreeMap<String, String>, now: u64) -> Result<TokenClaims> {
     if token.len() > MAX_TOKEN_LEN {
-        return Err(bad(format!("access token is longer than {MAX_TOKEN_LEN} bytes")));
+        return Err(bad("access token is longer than 4096 bytes"));
     }
     let mut parts = token.split('.');
     let (Some(header_b64), Some(payload_b64), Some(sig_b64), None) =
@@ -91,57 +96,108 @@ pub fn verify_token(token: &str, keys: &BTreeMap<String, String>, now: u64) -> R
     else {
         return Err(bad("access token is not three base64url parts separated by `.`"));
     };
-    // The header: EdDSA with a key id, nothing else.
-    let header_bytes = URL_SAFE_NO_PAD.decode(header_b64).map_err(|_| bad("access token header is not base64url"))?;
-    let header: Header = serde_json::from_slice(&header_bytes).map_err(|e| bad(format!("access token header: {e}")))?;
-    if header.alg != "EdDSA" {
-        return Err(bad(format!("access token `alg` is `{}` (expected `EdDSA`)", show(&header.alg))));
+    // The header: EdDSA with a key id, nothing else. Read as a map of strings (the reader the
+    // wasm build has for key sets: a struct reader would cost kilobytes), from text (one
+    // serde_json reader, not two).
+    let header_bytes = b64url_decode_unpadded(header_b64).ok_or_else(|| bad("access token header is not base64url"))?;
+    let header_text = std::str::from_utf8(&header_bytes).map_err(|_| bad("access token header is not UTF-8"))?;
+    let header: BTreeMap<String, String> =
+        serde_json::from_str(header_text).map_err(|_| bad("access token header is not a JSON object of strings"))?;
+    if header.keys().any(|k| !HEADER_FIELDS.contains(&k.as_str())) {
+        return Err(bad("access token header has a field other than `alg`, `typ` and `kid`"));
     }
-    if let Some(typ) = header.typ.as_deref().filter(|t| *t != "JWT") {
-        return Err(bad(format!("access token `typ` is `{}` (expected `JWT`)", show(typ))));
+    let alg = header.get("alg").map_or("", String::as_str);
+    if alg != "EdDSA" {
+        return Err(bad(format!("access token `alg` is `{}` (expected `EdDSA`)", show(alg))));
     }
-    let kid = header.kid.ok_or_else(|| bad("access token header has no `kid`"))?;
+    if header.get("typ").is_some_and(|t| t != "JWT") {
+        return Err(bad("access token `typ` must be `JWT`"));
+    }
+    let kid = header.get("kid").ok_or_else(|| bad("access token header has no `kid`"))?;
     // The signature, over the ASCII of `header.payload`.
-    let key = verifying_key(keys, &kid)?;
-    let sig_bytes = URL_SAFE_NO_PAD.decode(sig_b64).map_err(|_| bad("access token signature is not base64url"))?;
-    let sig: [u8; 64] = sig_bytes.try_into().map_err(|_| {
-        Error::new(ErrorCode::BadSignature, format!("access token signature of key `{}` is not 64 bytes", show(&kid)))
-    })?;
+    let key = verifying_key(keys, kid)?;
+    let sig_bytes = b64url_decode_unpadded(sig_b64).ok_or_else(|| bad("access token signature is not base64url"))?;
+    // A signature that is not 64 bytes cannot verify either: one error for both.
     let signing_input = token.get(..header_b64.len() + 1 + payload_b64.len()).unwrap_or_default();
-    key.verify_strict(signing_input.as_bytes(), &Signature::from_bytes(&sig)).map_err(|_| {
-        Error::new(ErrorCode::BadSignature, format!("access token signature of key `{}` does not verify", show(&kid)))
-    })?;
+    let verified = <[u8; 64]>::try_from(sig_bytes)
+        .is_ok_and(|sig| key.verify(signing_input.as_bytes(), &Signature::from_bytes(&sig)).is_ok());
+    if !verified {
+        let why = format!("access token signature of key `{}` does not verify", show(kid));
+        return Err(Error::new(ErrorCode::BadSignature, why));
+    }
     // Only now the claims.
-    let payload = URL_SAFE_NO_PAD.decode(payload_b64).map_err(|_| bad("access token claims are not base64url"))?;
-    let claims: TokenClaims = serde_json::from_slice(&payload).map_err(|e| bad(format!("access token claims: {e}")))?;
+    let payload = b64url_decode_unpadded(payload_b64).ok_or_else(|| bad("access token claims are not base64url"))?;
+    let payload = std::str::from_utf8(&payload).map_err(|_| bad("access token claims are not UTF-8"))?;
+    let claims = parse_claims(payload)?;
     check_claims(&claims, now)?;
     Ok(claims)
 }
 
+/// Reads the claims object strictly: exactly the five claims, each once and of its type.
+fn parse_claims(text: &str) -> Result<TokenClaims> {
+    let mut de = serde_json::Deserializer::from_str(text);
+    let claims = serde::Deserializer::deserialize_map(&mut de, ClaimsVisitor)
+        .and_then(|c| de.end().map(|()| c))
+        .map_err(|e| bad(format!("access token claims: {e}")))?;
+    Ok(claims)
+}
+
+/// A map-only reader for the claims: a derived struct reader also reads arrays, and in the
+/// wasm build that costs kilobytes.
+struct ClaimsVisitor;
+
+impl<'de> Visitor<'de> for ClaimsVisitor {
+    type Value = TokenClaims;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an object of the claims `iss`, `sub`, `sid`, `iat` and `exp`")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> std::result::Result<TokenClaims, A::Error> {
+        let (mut iss, mut sub, mut sid, mut iat, mut exp) = (None, None, None, None, None);
+        while let Some(key) = map.next_key::<String>()? {
+            let seen = match key.as_str() {
+                "iss" => iss.replace(map.next_value::<String>()?).is_some(),
+                "sub" => sub.replace(map.next_value::<String>()?).is_some(),
+                "sid" => sid.replace(map.next_value::<String>()?).is_some(),
+                "iat" => iat.replace(map.next_value::<SafeInt>()?.0).is_some(),
+                "exp" => exp.replace(map.next_value::<SafeInt>()?.0).is_some(),
+                _ => return Err(A::Error::unknown_field(&key, CLAIMS)),
+            };
+            if seen {
+                return Err(A::Error::custom("duplicate claim"));
+            }
+        }
+        let missing = A::Error::missing_field;
+        Ok(TokenClaims {
+            iss: iss.ok_or_else(|| missing("iss"))?,
+            sub: sub.ok_or_else(|| missing("sub"))?,
+            sid: sid.ok_or_else(|| missing("sid"))?,
+            iat: iat.ok_or_else(|| missing("iat"))?,
+            exp: exp.ok_or_else(|| missing("exp"))?,
+        })
+    }
+}
+
 fn check_claims(c: &TokenClaims, now: u64) -> Result<()> {
     if c.iss != TOKEN_ISSUER {
-        return Err(bad(format!("access token `iss` is `{}` (expected `{TOKEN_ISSUER}`)", show(&c.iss))));
+        return Err(bad("access token `iss` must be `fleetgate`"));
     }
     if let Err(why) = crate::snapshot::check_id(&c.sub) {
         return Err(bad(format!("access token `sub`: {why}")));
     }
     if c.sid.is_empty() || c.sid.len() > MAX_SESSION_LEN || !c.sid.bytes().all(|b| b.is_ascii_graphic()) {
-        return Err(bad(format!("access token `sid` must be 1–{MAX_SESSION_LEN} printable ASCII bytes")));
-    }
-    if c.iat > MAX_SAFE_INTEGER || c.exp > MAX_SAFE_INTEGER {
-        return Err(bad("access token `iat` and `exp` must be at most 2^53 - 1"));
+        return Err(bad("access token `sid` must be 1–128 printable ASCII bytes"));
     }
     match c.exp.checked_sub(c.iat) {
-        None => return Err(bad(format!("access token `exp` ({}) is before `iat` ({})", c.exp, c.iat))),
+        None => return Err(bad("access token `exp` is before `iat`")),
         Some(life) if life > MAX_TOKEN_LIFETIME => {
-            return Err(bad(format!(
-                "access token lives {life} s (`exp` - `iat` must be at most {MAX_TOKEN_LIFETIME})"
-            )))
+            return Err(bad("access token lives longer than 300 s (`exp` - `iat`)"))
         }
         Some(_) => {}
     }
     if c.iat > now.saturating_add(MAX_CLOCK_SKEW) {
-        return Err(bad(format!("access token `iat` ({}) is more than {MAX_CLOCK_SKEW} s after now ({now})", c.iat)));
+        return Err(bad("access token `iat` is more than 60 s after now"));
     }
     if now > c.exp {
         return Err(Error::new(ErrorCode::Expired, format!("access token expired at {}, now is {now}", c.exp)));

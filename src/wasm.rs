@@ -94,15 +94,6 @@ pub fn wasm_memory() -> JsValue {
     wasm_bindgen::memory()
 }
 
-/// What `verifyToken` returns: who the token speaks for (SPEC §6).
-#[derive(serde::Serialize)]
-#[serde(rename_all = "camelCase")]
-struct TokenIdentity<'a> {
-    user: &'a str,
-    session: &'a str,
-    expires_at: u64,
-}
-
 /// The engine handle the JS `PolicyEngine` wraps.
 #[wasm_bindgen]
 pub struct EngineCore {
@@ -164,7 +155,13 @@ impl EngineCore {
         let token =
             token.as_string().ok_or_else(|| err(crate::ErrorCode::InvalidArgument, "token must be a string"))?;
         let claims = crate::token::verify_token(&token, &keys_of(keys)?, seconds(now)?).map_err(|e| js_error(&e))?;
-        to_js(&TokenIdentity { user: &claims.sub, session: &claims.sid, expires_at: claims.exp })
+        // Built directly: a serializer for this one small object would cost more wasm.
+        let who = js_sys::Object::new();
+        let set = |k: &str, v: JsValue| js_sys::Reflect::set(&who, &JsValue::from_str(k), &v).map(|_| ());
+        set("user", JsValue::from_str(&claims.sub))?;
+        set("session", JsValue::from_str(&claims.sid))?;
+        set("expiresAt", JsValue::from_f64(claims.exp as f64))?;
+        Ok(who.into())
     }
 
     /// Where the JS side writes ids.
