@@ -103,9 +103,57 @@ fn main() {
             .unwrap();
         assert_eq!(r.status(), 202);
     });
+    // Logins under attack: two threads spray wrong passwords from 127.0.0.9 (throttled to
+    // 429 before any hash after 50 a minute) while legitimate clients sign in from 127.0.0.1.
+    let addr: std::net::SocketAddr = base.trim_start_matches("http://").parse().unwrap();
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let (attempts, refused) = std::thread::scope(|s| {
+        let attackers: Vec<_> = (0..2)
+            .map(|t| {
+                let stop = &stop;
+                s.spawn(move || {
+                    let (mut n, mut refused) = (0u64, 0u64);
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        let body = json!({"email": format!("victim{t}{}@example.test", n % 50), "password": "guess"}).to_string();
+                        let status = raw_post(addr, [127, 0, 0, 9], "/api/login", &body);
+                        n += 1;
+                        refused += u64::from(status == 429);
+                    }
+                    (n, refused)
+                })
+            })
+            .collect();
+        run("POST /api/login (legit, 127.0.0.1) under attack", 2, 60, |agent| {
+            let r = agent
+                .post(&format!("{base}/api/login"))
+                .send_json(json!({"email": format!("{leaf}@example.test"), "password": PASSWORD}))
+                .unwrap();
+            assert_eq!(r.status(), 200);
+        });
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        attackers.into_iter().map(|a| a.join().unwrap()).fold((0, 0), |(a, b), (c, d)| (a + c, b + d))
+    });
+    println!("  attacker: {attempts} attempts, {refused} answered 429 without a hash");
     let _ = child.kill();
     let _ = child.wait();
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A POST over a fresh connection from a chosen loopback source address; returns the status.
+fn raw_post(server: std::net::SocketAddr, source: [u8; 4], path: &str, body: &str) -> u16 {
+    use std::io::{Read, Write};
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket.bind(&std::net::SocketAddr::from((source, 0)).into()).unwrap();
+    socket.connect(&server.into()).unwrap();
+    let mut tcp: std::net::TcpStream = socket.into();
+    let _ = write!(
+        tcp,
+        "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let mut out = Vec::new();
+    let _ = tcp.read_to_end(&mut out);
+    String::from_utf8_lossy(&out).split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0)
 }
 
 fn run(label: &str, threads: usize, total: usize, request: impl Fn(&ureq::Agent) + Sync) {
