@@ -373,7 +373,12 @@ fn run_server(args: ServeArgs) -> Result<(), String> {
         tracing::info!("revision {}: {orgs} orgs, {users} users, {devices} devices", e.revision());
     }
     let routes = router(app.clone(), &args);
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| e.to_string())?;
+    // Blocking threads are bounded too: each keeps its own allocator arena.
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .max_blocking_threads(64)
+        .build()
+        .map_err(|e| e.to_string())?;
     rt.block_on(async move {
         let listener = tokio::net::TcpListener::bind(args.listen)
             .await
