@@ -114,7 +114,8 @@ fn main() {
                 s.spawn(move || {
                     let (mut n, mut refused) = (0u64, 0u64);
                     while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                        let body = json!({"email": format!("victim{t}{}@example.test", n % 50), "password": "guess"}).to_string();
+                        let body = json!({"email": format!("victim{t}{}@example.test", n % 50), "password": "guess"})
+                            .to_string();
                         let status = raw_post(addr, [127, 0, 0, 9], "/api/login", &body);
                         n += 1;
                         refused += u64::from(status == 429);

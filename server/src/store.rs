@@ -4,6 +4,8 @@
 //! the audit trail, the outbox, the change log of deltas and their inverses, and the signing
 //! keys. One writer connection (owned by the commit path) and a pool of readers (WAL).
 //!
+//! Write transactions take the write lock up front (`BEGIN IMMEDIATE`), so they wait out
+//! another writer (e.g. `rotate-key`) for the busy timeout instead of failing on upgrade.
 //! Every accepted change is one transaction: the entity rows, the change-log row, the new
 //! revision, the audit entry and the change's side effects (invitations, claim codes,
 //! sessions) commit together or not at all.
@@ -14,7 +16,7 @@ use std::sync::Mutex;
 use fleetgate::delta::Op;
 use fleetgate::snapshot::{DeviceDoc, MembershipDoc, OrgDoc, SnapshotDoc, UserDoc};
 use fleetgate::Delta;
-use rusqlite::{params, Connection, OptionalExtension, Transaction};
+use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
 use serde_json::Value;
 
 /// A store failure, for the log; clients see a generic 500.
@@ -255,7 +257,7 @@ impl Store {
         passwords: &[(String, String)],
         claims: &[(String, String)],
     ) -> StoreResult<()> {
-        let tx = db(self.conn.transaction())?;
+        let tx = db(self.conn.transaction_with_behavior(TransactionBehavior::Immediate))?;
         for t in WORLD_TABLES {
             db(tx.execute(&format!("DELETE FROM {t}"), []))?;
         }
@@ -291,7 +293,7 @@ impl Store {
         audit: &AuditRow,
         fx: &Effects,
     ) -> StoreResult<Vec<String>> {
-        let tx = db(self.conn.transaction())?;
+        let tx = db(self.conn.transaction_with_behavior(TransactionBehavior::Immediate))?;
         // The audit entry names the org as it is before the change (a deleted org's last entry).
         insert_audit(&tx, audit)?;
         write_ops(&tx, &delta.ops)?;
@@ -350,7 +352,7 @@ impl Store {
         params_json: &str,
         audit: &AuditRow,
     ) -> StoreResult<i64> {
-        let tx = db(self.conn.transaction())?;
+        let tx = db(self.conn.transaction_with_behavior(TransactionBehavior::Immediate))?;
         db(tx.execute(
             "INSERT INTO device_commands (at, device, user, name, params, status) VALUES (?1, ?2, ?3, ?4, ?5, 'queued')",
             params![now(), device, user, name, params_json],
@@ -378,7 +380,7 @@ impl Store {
 
     /// Adds a signing key and makes it the active one: the previous active key is retired now.
     pub fn rotate_key(&mut self, key_id: &str, secret: &[u8; 32]) -> StoreResult<()> {
-        let tx = db(self.conn.transaction())?;
+        let tx = db(self.conn.transaction_with_behavior(TransactionBehavior::Immediate))?;
         let t = now();
         db(tx.execute("UPDATE keys SET retired_at = ?1 WHERE retired_at IS NULL", [t]))?;
         db(tx.execute(
@@ -393,7 +395,7 @@ impl Store {
     /// and closed invitations a day past their end. Returns the rows removed.
     pub fn prune(&mut self, r: Retention) -> StoreResult<usize> {
         let t = now();
-        let tx = db(self.conn.transaction())?;
+        let tx = db(self.conn.transaction_with_behavior(TransactionBehavior::Immediate))?;
         let revision: u64 = get_meta(&tx, "revision")?.and_then(|s| s.parse().ok()).unwrap_or(0);
         let oldest: u64 = get_meta(&tx, "oldest")?.and_then(|s| s.parse().ok()).unwrap_or(0);
         let cut = revision.saturating_sub(r.keep_changes);

@@ -558,3 +558,27 @@ fn soak() {
     assert!(legit > 0 && commands > 0 && !not_modified.is_empty());
     assert!(rss_end < rss_start + 256 * 1024, "memory grew from {rss_start} to {rss_end} KiB");
 }
+
+/// A store failure mid-commit (the database locked by another process past the busy timeout)
+/// is a 500 with a generic message; the engine does not move ahead of the database, and the
+/// next command, once the database is free, commits normally (no 409 cascade).
+#[test]
+fn a_failed_commit_changes_nothing() {
+    let server = Server::start("split", Some(&world()));
+    let ceo = server.login("ceo");
+    let rev = server.revision();
+    let conn = rusqlite::Connection::open(&server.db).unwrap();
+    conn.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let (s, b) = server.post(&ceo, "/api/commands", &json!({"op": "moveDevice", "device": "lab-1", "org": "acme-eu"}));
+    assert_eq!((s, b["error"]["code"].as_str()), (500, Some("INTERNAL")), "{b}");
+    assert_eq!(b["error"]["message"], "internal error", "internal detail reached the client");
+    assert_eq!(server.revision(), rev, "the engine moved ahead of the database");
+    conn.execute_batch("ROLLBACK").unwrap();
+    let (_, devices) = server.get(&ceo, "/api/devices?activeOrg=acme-eu");
+    assert!(!devices.as_array().unwrap().iter().any(|d| d == "lab-1"), "a failed move is visible");
+    let (s, b) = server.post(&ceo, "/api/commands", &json!({"op": "moveDevice", "device": "lab-1", "org": "acme-eu"}));
+    assert_eq!((s, b["revision"].as_u64()), (200, Some(rev + 1)), "{b}");
+    let stored: i64 =
+        conn.query_row("SELECT count(*) FROM changes WHERE revision = ?1", [rev as i64 + 1], |r| r.get(0)).unwrap();
+    assert_eq!(stored, 1);
+}
