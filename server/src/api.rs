@@ -20,7 +20,7 @@ use crate::auth;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{Caller, ClientAddr, Json, JsonText};
 use crate::state::{App, AppState};
-use crate::store::{now, Acceptance, AuditRow, Effects, NewInvite, SessionRow};
+use crate::store::{now, Acceptance, AuditRecord, AuditRow, Effects, NewInvite, SessionRow};
 
 /// Largest request body.
 pub const MAX_BODY: usize = 1 << 20;
@@ -272,6 +272,23 @@ pub async fn deltas(State(app): State<AppState>, caller: Caller, Query(q): Query
     }
 }
 
+/// Where a stream resumes: `Last-Event-ID`, else `?since=`.
+pub fn resume_from(headers: &HeaderMap, q: &SinceQuery) -> Option<u64> {
+    headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse().ok())
+        .or_else(|| q.since.as_deref().and_then(|v| v.parse().ok()))
+}
+
+/// An SSE answer: the catch-up event (if any), then the live events, with keep-alives.
+pub fn event_stream(first: Option<Event>, rx: tokio::sync::mpsc::Receiver<Event>) -> Response {
+    let stream = tokio_stream::iter(first).chain(ReceiverStream::new(rx)).map(Ok::<Event, std::convert::Infallible>);
+    let mut res = Sse::new(stream).keep_alive(KeepAlive::default()).into_response();
+    res.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    res
+}
+
 /// `GET /api/events`: one projected delta per change, resumable with `Last-Event-ID`; the
 /// stream closes within a second of its session's end.
 pub async fn events(
@@ -280,11 +297,7 @@ pub async fn events(
     headers: HeaderMap,
     Query(q): Query<SinceQuery>,
 ) -> ApiResult<Response> {
-    let since: Option<u64> = headers
-        .get("last-event-id")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse().ok())
-        .or_else(|| q.since.as_deref().and_then(|v| v.parse().ok()));
+    let since = resume_from(&headers, &q);
     let (rx, engine) = app.subscribe_user(&caller.user, &caller.session)?;
     let start = engine.revision();
     let first: Option<Event> = match since.filter(|n| *n < start) {
@@ -298,10 +311,7 @@ pub async fn events(
         }
         None => None,
     };
-    let stream = tokio_stream::iter(first).chain(ReceiverStream::new(rx)).map(Ok::<Event, std::convert::Infallible>);
-    let mut res = Sse::new(stream).keep_alive(KeepAlive::default()).into_response();
-    res.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    Ok(res)
+    Ok(event_stream(first, rx))
 }
 
 // ---- devices -------------------------------------------------------------------------------------
@@ -613,10 +623,11 @@ pub async fn audit(State(app): State<AppState>, caller: Caller, Query(q): Query<
         let out: Vec<Value> = rows
             .into_iter()
             .map(|r| {
-                let mut detail = r.detail;
+                let AuditRecord { id, at, row } = r;
+                let mut detail = row.detail;
                 scrub(&engine, viewer, &mut detail);
-                json!({"id": r.id, "at": r.at, "actor": shown(&Some(r.actor)), "action": r.action, "org": r.org,
-                    "target": shown(&r.target), "outcome": r.outcome, "detail": detail})
+                json!({"id": id, "at": at, "actor": shown(&Some(row.actor)), "action": row.action, "org": row.org,
+                    "target": shown(&row.target), "outcome": row.outcome, "detail": detail})
             })
             .collect();
         Ok(axum::Json(out).into_response())

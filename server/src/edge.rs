@@ -4,14 +4,15 @@
 
 use axum::extract::{Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
-use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::sse::Event;
 use axum::response::{IntoResponse, Response};
 use fleetgate::Delta;
 use serde_json::json;
-use tokio_stream::wrappers::ReceiverStream;
-use tokio_stream::StreamExt;
 
-use crate::api::{ahead, blocking, cache_headers, etag_matches, gone, heavy, sign_doc, since_of, SinceQuery};
+use crate::api::{
+    ahead, blocking, cache_headers, etag_matches, event_stream, gone, heavy, resume_from, sign_doc, since_of,
+    SinceQuery,
+};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::EdgeCaller;
 use crate::state::{App, AppState};
@@ -75,11 +76,7 @@ pub async fn events(
     headers: HeaderMap,
     Query(q): Query<SinceQuery>,
 ) -> ApiResult<Response> {
-    let since: Option<u64> = headers
-        .get("last-event-id")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse().ok())
-        .or_else(|| q.since.as_deref().and_then(|v| v.parse().ok()));
+    let since = resume_from(&headers, &q);
     let (rx, start) = app.subscribe_edge()?;
     let first: Option<Event> = match since.filter(|n| *n < start) {
         Some(since) => {
@@ -94,10 +91,7 @@ pub async fn events(
         }
         None => None,
     };
-    let stream = tokio_stream::iter(first).chain(ReceiverStream::new(rx)).map(Ok::<Event, std::convert::Infallible>);
-    let mut res = Sse::new(stream).keep_alive(KeepAlive::default()).into_response();
-    res.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    Ok(res)
+    Ok(event_stream(first, rx))
 }
 
 /// `GET /api/edge/revoked`: the sessions that ended less than five minutes ago.

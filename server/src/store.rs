@@ -101,17 +101,12 @@ pub struct AuditRow {
     pub detail: Value,
 }
 
-/// An audit entry as read back.
+/// An audit entry as read back: its id, time, and the row (`org` as the org's id).
 #[derive(Debug, Clone)]
 pub struct AuditRecord {
     pub id: i64,
     pub at: i64,
-    pub actor: String,
-    pub action: String,
-    pub org: Option<String>,
-    pub target: Option<String>,
-    pub outcome: String,
-    pub detail: Value,
+    pub row: AuditRow,
 }
 
 /// A stored session.
@@ -614,16 +609,15 @@ impl Reads<'_> {
         ))?;
         let rows = db(stmt.query_map(params![list, before.unwrap_or(i64::MAX), limit as i64], |r| {
             let detail: String = r.get(7)?;
-            Ok(AuditRecord {
-                id: r.get(0)?,
-                at: r.get(1)?,
+            let row = AuditRow {
                 actor: r.get(2)?,
                 action: r.get(3)?,
                 org: r.get(4)?,
                 target: r.get(5)?,
                 outcome: r.get(6)?,
                 detail: serde_json::from_str(&detail).unwrap_or(Value::Null),
-            })
+            };
+            Ok(AuditRecord { id: r.get(0)?, at: r.get(1)?, row })
         }))?;
         rows.collect::<rusqlite::Result<_>>().map_err(|e| StoreError(e.to_string()))
     }
