@@ -481,7 +481,7 @@ fn soak() {
             let mut i = 0;
             while Instant::now() < deadline {
                 let (st, _) =
-                    raw_from([127, 0, 0, 9], &server, &login_request(&format!("ceo{}@example.test", i % 7), "guess"));
+                    raw_from([127, 0, 0, 9], &server, &login_request(&format!("ceo{}@example.test", i % 3), "guess"));
                 if st == 429 {
                     throttled += 1;
                     std::thread::sleep(Duration::from_millis(5));
