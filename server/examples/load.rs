@@ -103,6 +103,47 @@ fn main() {
             .unwrap();
         assert_eq!(r.status(), 202);
     });
+    // Admin commands (each a committed delta, fanned out): alone, then while two readers keep
+    // listing the root admin's 100k devices (readers hold engine versions; the writer reuses
+    // the previous version when free and clones the published one when a reader holds it).
+    let (org_a, org_b) = (world.orgs[0].id.to_string(), world.orgs[1].id.to_string());
+    let moving = world.devices.iter().find(|d| d.owner.is_none()).unwrap().id.to_string();
+    let flip = std::sync::atomic::AtomicU64::new(0);
+    let command = |agent: &ureq::Agent| {
+        let n = flip.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let org = if n % 2 == 0 { &org_a } else { &org_b };
+        let r = agent
+            .post(&format!("{base}/api/commands"))
+            .set("Authorization", &format!("Bearer {admin}"))
+            .send_json(json!({"op": "moveDevice", "device": moving, "org": org}))
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    };
+    run("POST /api/commands moveDevice (root admin, 100k world)", 1, 300, command);
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let lists = std::thread::scope(|s| {
+        let readers: Vec<_> = (0..2)
+            .map(|_| {
+                let (stop, base, admin) = (&stop, &base, &admin);
+                s.spawn(move || {
+                    let mut n = 0u64;
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        let r = ureq::get(&format!("{base}/api/devices"))
+                            .set("Authorization", &format!("Bearer {admin}"))
+                            .call()
+                            .unwrap();
+                        let _ = r.into_string().unwrap();
+                        n += 1;
+                    }
+                    n
+                })
+            })
+            .collect();
+        run("  the same while 2 threads list 100k devices", 1, 300, command);
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        readers.into_iter().map(|r| r.join().unwrap()).sum::<u64>()
+    });
+    println!("  readers listed 100k devices {lists} times meanwhile");
     // Logins under attack: two threads spray wrong passwords from 127.0.0.9 (throttled to
     // 429 before any hash after 50 a minute) while legitimate clients sign in from 127.0.0.1.
     let addr: std::net::SocketAddr = base.trim_start_matches("http://").parse().unwrap();

@@ -160,14 +160,18 @@ struct Subscribers {
     edges: Vec<mpsc::Sender<Event>>,
 }
 
+/// Previous engine versions kept for reuse: with readers holding the newest one or two, an
+/// older one is usually free, so a commit rarely clones the whole engine.
+const SPARES: usize = 3;
+
 /// Events a stream may queue before it is dropped as too slow (its client reconnects and
 /// catches up with `Last-Event-ID`).
 pub const STREAM_QUEUE: usize = 256;
 
 struct Writer {
     store: Store,
-    /// The previous version, to be caught up and reused as the next one.
-    spare: Option<Arc<Engine>>,
+    /// Previous versions (newest last), to be caught up and reused as the next one.
+    spares: Vec<Arc<Engine>>,
     /// The latest deltas, to catch the spare up.
     recent: VecDeque<Delta>,
 }
@@ -209,7 +213,7 @@ impl App {
         Ok(Self {
             cfg,
             world: RwLock::new(Arc::new(engine)),
-            writer: Mutex::new(Writer { store, spare: None, recent: VecDeque::new() }),
+            writer: Mutex::new(Writer { store, spares: Vec::new(), recent: VecDeque::new() }),
             reads,
             sessions,
             logins: Throttle::new(LOGIN),
@@ -268,7 +272,7 @@ impl App {
             return Err(ApiError::Internal("the next engine version is shared".into()));
         };
         if let Err(e) = engine.apply_delta(&delta) {
-            w.spare = Some(next);
+            w.spares.push(next);
             return Err(e.into());
         }
         fx.end_sessions_of = engine.users_signed_out_by(&delta);
@@ -298,7 +302,10 @@ impl App {
         self.fan_out(&cur, &next, &delta);
         self.forget_sessions(&ended);
         drop(next);
-        w.spare = Some(cur);
+        w.spares.push(cur);
+        if w.spares.len() > SPARES {
+            w.spares.remove(0);
+        }
         Ok(out)
     }
 
@@ -474,22 +481,24 @@ impl App {
     }
 }
 
-/// The next version to apply a delta to: the spare (the version before the published one),
-/// caught up, when no reader holds it; else a clone of the published version.
+/// The next version to apply a delta to: a previous version no reader holds any more, caught
+/// up by the deltas it missed; else (every one is held) a clone of the published version.
 fn take_spare(w: &mut Writer, cur: &Arc<Engine>) -> Arc<Engine> {
-    if let Some(mut spare) = w.spare.take() {
-        if let Some(e) = Arc::get_mut(&mut spare) {
-            let mut ok = true;
-            while ok && e.revision() < cur.revision() {
-                let rev = e.revision();
-                ok = match w.recent.iter().find(|d| d.from.0 == rev) {
-                    Some(d) => e.apply_delta(d).is_ok(),
-                    None => false,
-                };
-            }
-            if ok && e.revision() == cur.revision() {
-                return spare;
-            }
+    // Newest first: it has the fewest deltas to catch up.
+    for i in (0..w.spares.len()).rev() {
+        let Some(spare) = w.spares.get_mut(i) else { continue };
+        let Some(e) = Arc::get_mut(spare) else { continue };
+        let mut ok = true;
+        while ok && e.revision() < cur.revision() {
+            let rev = e.revision();
+            ok = match w.recent.iter().find(|d| d.from.0 == rev) {
+                Some(d) => e.apply_delta(d).is_ok(),
+                None => false,
+            };
+        }
+        let spare = w.spares.remove(i);
+        if ok && spare.revision() == cur.revision() {
+            return spare;
         }
     }
     Arc::new((**cur).clone())
