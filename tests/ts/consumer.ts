@@ -183,3 +183,28 @@ async function main(snapshot: Snapshot): Promise<void> {
 }
 
 void main;
+
+import { createSync, SyncError, type Sync, type SyncUpdate } from "fleetgate/sync";
+
+async function following(): Promise<void> {
+  const sync: Sync = createSync({
+    baseUrl: "http://127.0.0.1:8080",
+    getToken: async () => "token",
+    activateOnLoad: false,
+    onUpdate: (u: SyncUpdate) => {
+      if (u.pending) sync.activate();
+    },
+    onError: (e) => {
+      if (e instanceof SyncError && e.code === "UNAUTHENTICATED") void sync.stop();
+    },
+    retry: { min: 100 },
+  });
+  await sync.ready;
+  const engine: PolicyEngine | null = sync.engine;
+  const rev: number | null = sync.revision;
+  const off = sync.subscribe(() => void sync.status);
+  off();
+  void [engine?.canView("alice", "thermo-1"), rev];
+  await sync.close();
+}
+void following;
