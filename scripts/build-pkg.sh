@@ -22,12 +22,17 @@ for f in "${JS_FILES[@]}"; do cp "js/$f" pkg/; done
 cp js/README.md pkg/README.md
 cp LICENSE CHANGELOG.md pkg/
 version=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
+repo=$(sed -n 's/^repository = "\(.*\)"/\1/p' Cargo.toml | head -1)
 cat > pkg/package.json <<JSON
 {
   "name": "fleetgate",
   "version": "$version",
   "description": "Permission engine for multi-tenant IoT fleets (WebAssembly)",
   "license": "Apache-2.0",
+  "repository": { "type": "git", "url": "git+$repo.git" },
+  "homepage": "$repo#readme",
+  "bugs": { "url": "$repo/issues" },
+  "keywords": ["authorization", "permissions", "rbac", "access-control", "multi-tenant", "iot", "fleet", "webassembly", "wasm", "cloudflare-workers"],
   "type": "module",
   "main": "./node.mjs",
   "module": "./web.js",
