@@ -36,7 +36,6 @@ cat > pkg/package.json <<JSON
   "type": "module",
   "main": "./node.mjs",
   "module": "./web.js",
-  "browser": "./web.js",
   "types": "./index.d.ts",
   "exports": {
     ".": {
@@ -44,7 +43,6 @@ cat > pkg/package.json <<JSON
       "workerd": "./workerd.js",
       "node": "./node.mjs",
       "worker": "./web.js",
-      "browser": "./web.js",
       "default": "./web.js"
     },
     "./web": { "types": "./index.d.ts", "default": "./web.js" },

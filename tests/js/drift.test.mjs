@@ -179,7 +179,8 @@ test("PolicyEngine's members in index.d.ts are exactly the runtime's", () => {
 
 test("the JS sources throw only codes of ErrorCode; js/ and pkg/ agree; SCRATCH matches src/wasm.rs", () => {
   const codes = new Set(literals("ErrorCode"));
-  for (const f of ["js/engine.js", "js/web.js", "js/node.mjs", "js/workerd.js", "js/index.d.ts"]) {
+  const files = ["engine.js", "web.js", "node.mjs", "workerd.js", "index.d.ts", "sync.js", "sync-node.mjs", "sync-web.js", "sync-workerd.js", "sync.d.ts"];
+  for (const f of files.map((x) => `js/${x}`)) {
     const src = read(f);
     for (const m of src.matchAll(/new FleetgateError\("(\w+)"/g)) assert.ok(codes.has(m[1]), `${f} throws ${m[1]}`);
     assert.equal(read(`pkg/${f.slice(3)}`), src, `pkg/${f.slice(3)} is the build of ${f} (run scripts/build-pkg.sh)`);
@@ -188,4 +189,19 @@ test("the JS sources throw only codes of ErrorCode; js/ and pkg/ agree; SCRATCH 
   const js = read("js/engine.js").match(/const SCRATCH = (\d+);/);
   assert.ok(rust && js, "SCRATCH declared on both sides");
   assert.equal(js[1], rust[1], "the scratch buffer size of js/engine.js and src/wasm.rs");
+});
+
+test("fleetgate/sync exports exactly what sync.d.ts declares, in every entry", async () => {
+  const src = read("pkg/sync.d.ts");
+  const declared = sorted([...src.matchAll(/^export (?:class|function|const) (\w+)/gm)].map((m) => m[1]));
+  assert.deepEqual(declared, ["SyncError", "createSync"]);
+  for (const entry of ["sync-node.mjs", "sync-web.js"]) {
+    const mod = await import(`../../pkg/${entry}`);
+    assert.deepEqual(sorted(Object.keys(mod)), declared, entry);
+  }
+  const workerd = read("pkg/sync-workerd.js");
+  const names = [...workerd.matchAll(/^export (?:const|function|class) (\w+)/gm), ...workerd.matchAll(/^export \{ (\w+) \}/gm)].map((m) => m[1]);
+  assert.deepEqual(sorted(names), declared, "sync-workerd.js");
+  const pkg = JSON.parse(read("pkg/package.json"));
+  assert.deepEqual(Object.keys(pkg.exports["./sync"]), ["types", "workerd", "node", "default"]);
 });
