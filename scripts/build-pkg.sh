@@ -43,6 +43,7 @@ cat > pkg/package.json <<JSON
       "workerd": "./workerd.js",
       "node": "./node.mjs",
       "worker": "./web.js",
+      "browser": "./web.js",
       "default": "./web.js"
     },
     "./web": { "types": "./index.d.ts", "default": "./web.js" },
