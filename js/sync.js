@@ -112,7 +112,8 @@ class Sync {
     this.#base = String(baseUrl).replace(/\/+$/, "");
     const fetchFn = f ?? globalThis.fetch;
     if (typeof fetchFn !== "function") throw new FleetgateError("INVALID_ARGUMENT", "no fetch: pass `fetch`");
-    this.#fetch = f ? f : (...args) => globalThis.fetch(...args);
+    // Called unbound: a browser's `window.fetch` throws "Illegal invocation" when called as a method of another object.
+    this.#fetch = f ? (...args) => f(...args) : (...args) => globalThis.fetch(...args);
     this.#getToken = getToken;
     this.#activateOnLoad = activateOnLoad !== false;
     this.#onUpdate = onUpdate;
