@@ -4,7 +4,7 @@ export PATH := $(CURDIR)/node_modules/.bin:$(HOME)/.cargo/bin:$(PATH)
 LISTEN ?= 127.0.0.1:8080
 DB ?= ./fleetgate.db
 
-.PHONY: run test setup setup-test pkg lint test-rust test-wasm test-node test-workerd test-edge test-browser bench bench-edge bench-wasm bench-server clean
+.PHONY: run test setup setup-test pkg lint test-rust test-wasm test-node test-workerd test-edge test-browser test-sync test-package bench bench-edge bench-wasm bench-server clean
 
 ## run: the server with the demo world and the dashboard on http://$(LISTEN)
 run: setup pkg
@@ -12,7 +12,7 @@ run: setup pkg
 	./target/release/fleetgate-server --demo --listen $(LISTEN) --db $(DB)
 
 ## test: every check and test suite (installs what is missing)
-test: setup-test lint test-rust pkg test-wasm test-node test-workerd test-edge test-browser
+test: setup-test lint test-rust pkg test-wasm test-node test-workerd test-edge test-browser test-sync test-package
 	@echo "fleetgate: all test suites passed"
 
 setup:
@@ -48,7 +48,19 @@ test-edge:
 	node --test --test-concurrency=1 tests/edge/
 
 test-browser:
+	cargo build -p fleetgate-server
 	node --test --test-concurrency=1 tests/browser/
+
+## test-sync: fleetgate/sync against the real server (random commands, a restart, a forced 410)
+test-sync:
+	cargo build -p fleetgate-server
+	node --test --test-concurrency=1 tests/sync/
+
+## test-package: the packed tarball installed into tests/fixtures (Node ESM/CJS, TypeScript,
+## a Vite build in Chromium, workerd), publint, attw, and the package README's code blocks
+test-package:
+	cargo build -p fleetgate-server
+	node --test --test-concurrency=1 tests/package/
 
 bench:
 	cargo bench --bench engine

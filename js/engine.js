@@ -3,16 +3,52 @@
 // lists come back as device slot numbers mapped to cached id strings: no allocation or UTF-8
 // round trip per call.
 
+//
+// The scratch protocol (its Rust half is `EngineCore` in src/wasm.rs): the wrapper writes ids at
+// `scratchPtr()` (at most SCRATCH bytes, or what `scratchReserve(n)` last granted), then calls a
+// `*Scratch` method with the lengths. A freed handle has no pointer: every method checks `#core`
+// first and throws, so nothing is ever written into memory the allocator has taken back.
+// tests/js/drift.test.mjs checks that SCRATCH here equals SCRATCH in src/wasm.rs.
+
 const MAX_ID = 128;
 const SCRATCH = 512; // the scratch buffer's initial size (SCRATCH in src/wasm.rs)
 const TOKEN = Symbol("fleetgate.core");
 const encoder = new TextEncoder();
+// `Symbol.dispose` (Node ≥ 20.4, recent browsers), else the well-known registry key the
+// TypeScript and core-js polyfills use.
+const DISPOSE = typeof Symbol.dispose === "symbol" ? Symbol.dispose : Symbol.for("Symbol.dispose");
+
+/** The error every fleetgate call throws: a stable `code` (SPEC §6.4) and a message. */
+export class FleetgateError extends Error {
+  constructor(code, message, options) {
+    super(message, options);
+    this.name = "FleetgateError";
+    this.code = code;
+  }
+}
+
+/** Whether `e` is an error thrown by fleetgate (also across realms or duplicate copies). */
+export function isFleetgateError(e) {
+  return e instanceof FleetgateError || (e instanceof Error && e.name === "FleetgateError" && typeof e.code === "string");
+}
+
+// The wasm core throws plain `Error`s with `code` set (src/wasm.rs); they leave as FleetgateError.
+function rethrow(e) {
+  if (e instanceof FleetgateError) return e;
+  if (e instanceof Error && typeof e.code === "string") {
+    const out = new FleetgateError(e.code, e.message);
+    if (e.stack) out.stack = e.stack.replace(/^Error/, "FleetgateError");
+    return out;
+  }
+  return e;
+}
 
 function argError(message) {
-  const err = new Error(message);
-  err.name = "FleetgateError";
-  err.code = "INVALID_ARGUMENT";
-  return err;
+  return new FleetgateError("INVALID_ARGUMENT", message);
+}
+
+function freedError() {
+  return argError("this PolicyEngine was freed (free() or a `using` block ended)");
 }
 
 function actionCode(action) {
@@ -55,8 +91,8 @@ export function createPolicyEngine(raw) {
   }
 
   class PolicyEngine {
-    #core;
-    #ptr;
+    #core; // null once freed
+    #ptr; // the scratch address; 0 once freed
     #room = SCRATCH;
     #names = [];
 
@@ -64,6 +100,13 @@ export function createPolicyEngine(raw) {
       if (token !== TOKEN) throw argError("use PolicyEngine.fromJson or PolicyEngine.fromSigned");
       this.#core = core;
       this.#ptr = core.scratchPtr();
+    }
+
+    // The live core, or a FleetgateError when freed (before anything touches wasm memory).
+    #live() {
+      const core = this.#core;
+      if (core === null) throw freedError();
+      return core;
     }
 
     // JSON text crosses as UTF-8 bytes from TextEncoder (a 10 MB snapshot: ~10 ms, against ~30 ms
@@ -78,7 +121,12 @@ export function createPolicyEngine(raw) {
           text = snapshot;
         }
       }
-      const core = typeof text === "string" ? raw.EngineCore.fromUtf8(encoder.encode(text)) : raw.EngineCore.fromJson(text);
+      let core;
+      try {
+        core = typeof text === "string" ? raw.EngineCore.fromUtf8(encoder.encode(text)) : raw.EngineCore.fromJson(text);
+      } catch (e) {
+        throw rethrow(e);
+      }
       return new PolicyEngine(TOKEN, core);
     }
 
@@ -86,37 +134,59 @@ export function createPolicyEngine(raw) {
       const now = nowOf(options);
       const minRevision = options?.minRevision ?? -1;
       if (typeof minRevision !== "number") throw argError("`minRevision` must be a number");
-      return new PolicyEngine(TOKEN, raw.EngineCore.fromSigned(envelope, keys ?? {}, now, minRevision));
+      let core;
+      try {
+        core = raw.EngineCore.fromSigned(envelope, keys ?? {}, now, minRevision);
+      } catch (e) {
+        throw rethrow(e);
+      }
+      return new PolicyEngine(TOKEN, core);
     }
 
     /** Verifies an access token (SPEC §4.5): `{user, session, expiresAt}` or a FleetgateError. */
     static verifyToken(token, keys, options) {
       if (typeof token !== "string") throw argError("token must be a string");
-      return raw.EngineCore.verifyToken(token, keys ?? {}, nowOf(options));
+      try {
+        return raw.EngineCore.verifyToken(token, keys ?? {}, nowOf(options));
+      } catch (e) {
+        throw rethrow(e);
+      }
     }
 
     get revision() {
-      return this.#core.revision;
+      return this.#live().revision;
     }
 
     /** The `expiresAt` of the last signed snapshot or delta accepted; null otherwise. */
     get expiresAt() {
-      return this.#core.expiresAt ?? null;
+      return this.#live().expiresAt ?? null;
+    }
+
+    /** Whether `free()` was called: every other member then throws INVALID_ARGUMENT. */
+    get freed() {
+      return this.#core === null;
     }
 
     /** Applies a signed delta (SPEC §4.4) atomically. */
     applySignedDelta(envelope, keys, options) {
-      this.#core.applySignedDelta(envelope, keys ?? {}, nowOf(options));
+      const core = this.#live();
+      const now = nowOf(options);
+      try {
+        core.applySignedDelta(envelope, keys ?? {}, now);
+      } catch (e) {
+        throw rethrow(e);
+      }
     }
 
     #can(user, device, action) {
+      const core = this.#live();
       const b = heap();
       const p = this.#ptr;
       const ul = put(b, p, user);
       if (ul < 0) return false;
       const dl = put(b, p + ul, device);
       if (dl < 0) return false;
-      return this.#core.canScratch(ul, dl, action);
+      return core.canScratch(ul, dl, action);
     }
 
     canView(user, device) {
@@ -128,16 +198,22 @@ export function createPolicyEngine(raw) {
     }
 
     explain(user, device, action) {
-      return this.#core.explain(idOf(user), idOf(device), actionCode(action));
+      const core = this.#live();
+      const a = actionCode(action);
+      try {
+        return core.explain(idOf(user), idOf(device), a);
+      } catch (e) {
+        throw rethrow(e);
+      }
     }
 
     // Maps device slots to ids, fetching the ids of slots not seen before in one call.
-    #ids(slots) {
+    #ids(core, slots) {
       const names = this.#names;
       let max = -1;
       for (let i = 0; i < slots.length; i++) if (slots[i] > max) max = slots[i];
       if (max >= names.length) {
-        const fresh = this.#core.deviceNamesFrom(names.length).split("\n");
+        const fresh = core.deviceNamesFrom(names.length).split("\n");
         for (let i = 0; i < fresh.length; i++) names.push(fresh[i]);
       }
       const out = new Array(slots.length);
@@ -146,16 +222,24 @@ export function createPolicyEngine(raw) {
     }
 
     visibleDevices(user, options) {
+      const core = this.#live();
       if (options !== undefined && options !== null && typeof options !== "object") throw argError("options must be an object");
       const action = actionCode(options?.action);
       const active = options?.activeOrg;
       const activeOrg = active === undefined || active === null ? undefined : idOf(active);
-      return this.#ids(this.#core.visibleSlots(idOf(user), action, activeOrg));
+      let slots;
+      try {
+        slots = core.visibleSlots(idOf(user), action, activeOrg);
+      } catch (e) {
+        throw rethrow(e);
+      }
+      return this.#ids(core, slots);
     }
 
     // Writes the user and every id (a length byte, then the bytes) into scratch in one pass and
     // reads back one byte per id: one call and no string building, whatever the list length.
     filterDevices(user, devices, action) {
+      const core = this.#live();
       if (!Array.isArray(devices)) throw argError("devices must be an array of ids");
       const a = actionCode(action);
       const n = devices.length;
@@ -170,7 +254,7 @@ export function createPolicyEngine(raw) {
         }
       }
       if (need > this.#room) {
-        this.#ptr = this.#core.scratchReserve(need);
+        this.#ptr = core.scratchReserve(need);
         this.#room = need;
       }
       let b = heap();
@@ -186,7 +270,7 @@ export function createPolicyEngine(raw) {
           b[at++] = 0;
         }
       }
-      const allowed = this.#core.filterScratch(ul, n, a);
+      const allowed = core.filterScratch(ul, n, a);
       if (allowed === n) return devices.slice();
       const out = new Array(allowed);
       b = heap();
@@ -196,40 +280,82 @@ export function createPolicyEngine(raw) {
     }
 
     switchableOrgs(user) {
-      return this.#core.switchableOrgs(idOf(user));
+      return this.#live().switchableOrgs(idOf(user));
     }
 
     permissionsIn(user, org) {
-      return this.#core.permissionsIn(idOf(user), idOf(org));
+      return this.#live().permissionsIn(idOf(user), idOf(org));
     }
 
     decide(actor, command) {
-      return this.#core.decide(idOf(actor), command);
+      const core = this.#live();
+      try {
+        return core.decide(idOf(actor), command);
+      } catch (e) {
+        throw rethrow(e);
+      }
     }
 
     preview(actor, command) {
-      return this.#core.preview(idOf(actor), command);
+      const core = this.#live();
+      try {
+        return core.preview(idOf(actor), command);
+      } catch (e) {
+        throw rethrow(e);
+      }
     }
 
     /** The delta an allowed command causes (what the server will apply), or null when denied. */
     commandDelta(actor, command) {
-      return this.#core.commandDelta(idOf(actor), command);
+      const core = this.#live();
+      try {
+        return core.commandDelta(idOf(actor), command);
+      } catch (e) {
+        throw rethrow(e);
+      }
     }
 
     applyDelta(delta) {
-      this.#core.applyDelta(delta);
+      const core = this.#live();
+      try {
+        core.applyDelta(delta);
+      } catch (e) {
+        throw rethrow(e);
+      }
     }
 
     project(viewer) {
-      return this.#core.project(idOf(viewer));
+      const core = this.#live();
+      try {
+        return core.project(idOf(viewer));
+      } catch (e) {
+        throw rethrow(e);
+      }
     }
 
     toJson() {
-      return this.#core.toJson();
+      const core = this.#live();
+      try {
+        return core.toJson();
+      } catch (e) {
+        throw rethrow(e);
+      }
     }
 
+    /** Releases the wasm memory. Idempotent; afterwards every other member throws. */
     free() {
-      this.#core.free();
+      const core = this.#core;
+      if (core === null) return;
+      this.#core = null;
+      this.#ptr = 0;
+      this.#room = 0;
+      this.#names = [];
+      core.free();
+    }
+
+    /** `using engine = PolicyEngine.fromJson(...)` frees it at the end of the block. */
+    [DISPOSE]() {
+      this.free();
     }
   }
   return PolicyEngine;

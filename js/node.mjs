@@ -3,6 +3,7 @@
 import { readFileSync } from "node:fs";
 import * as raw from "./web/fleetgate.js";
 import { createPolicyEngine } from "./engine.js";
+export { FleetgateError, isFleetgateError } from "./engine.js";
 
 raw.initSync({ module: readFileSync(new URL("./web/fleetgate_bg.wasm", import.meta.url)) });
 

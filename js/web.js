@@ -1,6 +1,7 @@
 // fleetgate for browsers, bundlers and workers: `await init()` first (or `initSync`).
 import rawInit, * as raw from "./web/fleetgate.js";
 import { createPolicyEngine } from "./engine.js";
+export { FleetgateError, isFleetgateError } from "./engine.js";
 
 export const PolicyEngine = createPolicyEngine(raw);
 

@@ -5,6 +5,7 @@
 import wasmModule from "./web/fleetgate_bg.wasm";
 import * as raw from "./web/fleetgate.js";
 import { createPolicyEngine } from "./engine.js";
+export { FleetgateError, isFleetgateError } from "./engine.js";
 
 raw.initSync({ module: wasmModule });
 

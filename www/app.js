@@ -1,7 +1,13 @@
-// The fleetgate dashboard: signs in, loads the user's projected snapshot into the wasm engine,
-// and computes every list, button and explanation client-side with it. The server re-checks
-// every action; server-sent deltas keep the engine current without a reload.
-import init, { PolicyEngine } from "/pkg/web.js";
+// The fleetgate dashboard: signs in, keeps the user's projected snapshot in a wasm engine with
+// the package's own sync client (fleetgate/sync: snapshot, server-sent deltas, catch-up after a
+// reconnect, reload on 410), and computes every list, button and explanation client-side with
+// it. The server re-checks every action. The engine shown is always live: the sync client frees
+// an engine only after its successor is visible.
+//
+// LABELS, NEEDS and whyNot still re-encode policy wording: the engine offers no label or
+// reason API yet (a separate issue); they go when it does.
+import init from "/pkg/web.js";
+import { createSync } from "/pkg/sync-web.js";
 
 const LABELS = {
   "devices.own.view": "View Own Devices", "devices.own.control": "Control Own Devices",
@@ -26,7 +32,9 @@ const app = $("#app");
 
 const S = {
   token: localStorage.getItem("fleetgate.token"),
-  user: null, engine: null, demo: null, events: null,
+  user: null, sync: null, demo: null,
+  /** The visible engine of the sync client (read it each time: a reload replaces it). */
+  get engine() { return this.sync?.engine ?? null; },
   orgs: new Map(), users: new Map(), devices: new Map(), memberships: new Map(),
   activeOrg: null, search: "", sort: "name", list: [], result: "", adminResult: "",
 };
@@ -67,21 +75,6 @@ function indexSnapshot(snap) {
   S.users = new Map(snap.users.map((u) => [u.id, u]));
   S.devices = new Map(snap.devices.map((d) => [d.id, d]));
   S.memberships = new Map(snap.memberships.map((m) => [`${m.user}\n${m.org}`, m]));
-}
-
-function indexDelta(delta) {
-  for (const op of delta.ops) {
-    switch (op.op) {
-      case "putOrg": S.orgs.set(op.org.id, op.org); break;
-      case "putUser": S.users.set(op.user.id, op.user); break;
-      case "putDevice": S.devices.set(op.device.id, op.device); break;
-      case "putMembership": S.memberships.set(`${op.membership.user}\n${op.membership.org}`, op.membership); break;
-      case "removeOrg": S.orgs.delete(op.id); break;
-      case "removeUser": S.users.delete(op.id); break;
-      case "removeDevice": S.devices.delete(op.id); break;
-      case "removeMembership": S.memberships.delete(`${op.user}\n${op.org}`); break;
-    }
-  }
 }
 
 const orgName = (id) => S.orgs.get(id)?.name ?? id;
@@ -151,61 +144,53 @@ async function startSession() {
   app.innerHTML = `<p class="state">Loading your fleet…</p>`;
   const me = await api("/api/me");
   S.user = me.user;
-  await loadSnapshot();
   S.activeOrg = null;
+  await S.sync?.close();
+  const sync = createSync({
+    getToken: () => S.token,
+    // Display names come from the same engine state the decisions are made on.
+    onUpdate: () => {
+      if (S.sync !== sync || !S.engine) return;
+      indexSnapshot(S.engine.toJson());
+      render();
+    },
+    onError: (e) => {
+      if (S.sync === sync && e.status === 401) endSession("Your session has ended — please sign in again.");
+    },
+  });
+  S.sync = sync;
+  sync.subscribe(() => {
+    if (S.sync === sync) setConn(sync.status === "reconnecting" ? "offline — reconnecting…" : null);
+  });
+  await sync.ready;
+  if (S.sync !== sync) return;
   $("#who").textContent = `${S.user.name} · ${S.user.email}`;
   $("#signout").hidden = false;
-  connectEvents();
   render();
-}
-
-async function loadSnapshot() {
-  const text = await api("/api/snapshot", { raw: true });
-  S.engine?.free();
-  S.engine = PolicyEngine.fromJson(text);
-  indexSnapshot(JSON.parse(text));
 }
 
 function signOut() {
   api("/api/logout", { method: "POST" }).catch(() => {});
-  S.events?.close();
-  S.events = null;
+  endSession("");
+}
+
+function endSession(message) {
+  const sync = S.sync;
+  S.sync = null;
+  sync?.close();
   S.token = null;
   S.user = null;
   localStorage.removeItem("fleetgate.token");
   $("#who").textContent = "";
   $("#signout").hidden = true;
   $("#conn").hidden = true;
-  renderLogin();
+  renderLogin(message);
 }
 
 function setConn(text) {
   const el = $("#conn");
   el.hidden = !text;
   el.textContent = text ?? "";
-}
-
-function connectEvents() {
-  S.events?.close();
-  const es = new EventSource("/api/events");
-  S.events = es;
-  es.addEventListener("delta", async (ev) => {
-    const delta = JSON.parse(ev.data);
-    try {
-      if (delta.to <= S.engine.revision) return;
-      S.engine.applyDelta(delta);
-      indexDelta(delta);
-    } catch {
-      await loadSnapshot(); // fell behind: start over from the server's snapshot
-    }
-    render();
-  });
-  es.addEventListener("resync", async () => {
-    await loadSnapshot();
-    render();
-  });
-  es.onopen = () => setConn(null);
-  es.onerror = () => setConn("offline — reconnecting…");
 }
 
 // ---- screens ----------------------------------------------------------------------------------
@@ -280,7 +265,7 @@ function renderFatal(e) {
 // ---- main screen ------------------------------------------------------------------------------
 
 function render() {
-  if (!S.user) return;
+  if (!S.user || !S.engine) return;
   const switchable = S.engine.switchableOrgs(S.user.id);
   if (S.activeOrg && !switchable.includes(S.activeOrg)) S.activeOrg = null;
   let ids;
@@ -351,6 +336,7 @@ function renderTree(switchable) {
 }
 
 function paintRows(box) {
+  if (!S.user || !S.engine) return;
   const first = Math.max(0, Math.floor(box.scrollTop / ROW) - 5);
   const last = Math.min(S.list.length, first + Math.ceil(box.clientHeight / ROW) + 10);
   const rows = [];

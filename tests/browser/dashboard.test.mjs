@@ -154,3 +154,21 @@ test("an escalation the UI hides is refused by the server too", async () => {
   assert.equal(forced.body.error.code, "DENY_ESCALATION");
   await office.close();
 });
+
+test("the dashboard follows the server through the package's own fleetgate/sync", async () => {
+  const page = await browser.newPage();
+  const requests = [];
+  page.on("request", (r) => requests.push({ path: new URL(r.url()).pathname, type: r.resourceType() }));
+  await page.goto(base + "/");
+  await page.waitForSelector("#login");
+  await page.fill("#email", "jones@example.test");
+  await page.fill("#password", PASSWORD);
+  await page.click("#login button[type=submit]");
+  await page.waitForSelector("#devices");
+  const paths = requests.map((r) => r.path);
+  assert.ok(paths.includes("/pkg/sync-web.js"), "loads fleetgate/sync from the package");
+  assert.ok(requests.some((r) => r.path === "/api/events" && r.type === "fetch"), "events by streaming fetch");
+  assert.ok(requests.some((r) => r.path === "/api/snapshot" && r.type === "fetch"));
+  assert.deepEqual(page.errors ?? [], []);
+  await page.close();
+});
