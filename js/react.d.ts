@@ -1,3 +1,8 @@
+/**
+ * `fleetgate/react`: a provider and hooks (React ≥ 18) over a `fleetgate/sync` client or a
+ * fixed engine, re-rendering on every applied delta.
+ * @module fleetgate/react
+ */
 // Types of fleetgate/react: hooks over a PolicyEngine kept by fleetgate/sync or a fixed one.
 import type { ReactElement, ReactNode } from "react";
 import type { Action, Command, Decision, PolicyEngine } from "./index.js";
