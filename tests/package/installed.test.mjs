@@ -93,7 +93,7 @@ test("Node CommonJS (require)", () => {
 });
 
 for (const config of ["bundler", "node16", "nodenext", "node16-cjs", "react"]) {
-  test(`TypeScript, moduleResolution ${config}`, () => {
+  test(config === "react" ? "TypeScript, a React consumer of fleetgate/react (bundler, react-jsx)" : `TypeScript, moduleResolution ${config}`, () => {
     try {
       run(process.execPath, [join(ROOT, "node_modules/typescript/bin/tsc"), "-p", join(dir, `app/ts/tsconfig.${config}.json`)]);
     } catch (e) {
