@@ -4,7 +4,7 @@ export PATH := $(CURDIR)/node_modules/.bin:$(HOME)/.cargo/bin:$(PATH)
 LISTEN ?= 127.0.0.1:8080
 DB ?= ./fleetgate.db
 
-.PHONY: run test setup setup-test pkg lint test-rust test-wasm test-node test-workerd test-edge test-browser test-sync test-package bench bench-edge bench-wasm bench-server clean
+.PHONY: run test setup setup-test pkg lint test-rust test-wasm test-node test-workerd test-edge test-browser test-sync test-package docs bench bench-edge bench-wasm bench-server clean
 
 ## run: the server with the demo world and the dashboard on http://$(LISTEN)
 run: setup pkg
@@ -57,10 +57,15 @@ test-sync:
 	node --test --test-concurrency=1 tests/sync/
 
 ## test-package: the packed tarball installed into tests/fixtures (Node ESM/CJS, TypeScript,
-## a Vite build in Chromium, workerd), publint, attw, and the package README's code blocks
+## Vite build and dev server, webpack 5 and a React app in Chromium, workerd), publint, attw,
+## the package README's code blocks, and TypeDoc without warnings
 test-package:
 	cargo build -p fleetgate-server
 	node --test --test-concurrency=1 tests/package/
+
+## docs: the package's API docs (TypeDoc over pkg/*.d.ts, typedoc.json) into target/docs
+docs: pkg
+	typedoc
 
 bench:
 	cargo bench --bench engine

@@ -1,3 +1,8 @@
+/**
+ * `fleetgate`: the PolicyEngine (SPEC §6) — checks, lists, decisions and previews of commands,
+ * deltas, projections and signed snapshots — with its codes, documents and command types.
+ * @module fleetgate
+ */
 // Types of the fleetgate package (SPEC §6). The one source of the TypeScript API:
 // tests/js/drift.test.mjs checks it against the runtime exports and methods and against the
 // code lists of the Rust engine (src/error.rs, src/decide.rs, src/command.rs, src/model.rs).

@@ -1,3 +1,8 @@
+/**
+ * `fleetgate/sync`: a PolicyEngine kept equal to the fleetgate server's projection for the
+ * signed-in user (snapshot, server-sent deltas, catch-up, reloads).
+ * @module fleetgate/sync
+ */
 // Types of fleetgate/sync: a PolicyEngine kept equal to the server's projection (SPEC §7).
 import type { PolicyEngine } from "./index.js";
 

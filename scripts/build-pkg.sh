@@ -2,7 +2,7 @@
 # Builds pkg/: the npm package `fleetgate` — the wasm engine built once by wasm-pack
 # (`--target web`, pkg/web: one `.wasm` for every entry), joined by the JS wrapper, the entries
 # (node.mjs reads the .wasm bytes, workerd.js imports it as a module, web.js fetches it) and the
-# types in js/, plus fleetgate/sync (js/sync*.js), the package README (js/README.md), LICENSE and
+# types in js/, plus fleetgate/sync (js/sync*.js), fleetgate/react (js/react*; React an optional peer), the package README (js/README.md), LICENSE and
 # CHANGELOG.md. `--js-only` keeps an existing pkg/web and redoes only the JS side (quick).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,7 +17,7 @@ else
   rm -f pkg/web/.gitignore
 fi
 echo '{"type": "module"}' > pkg/web/package.json
-JS_FILES=(engine.js node.mjs web.js workerd.js index.d.ts sync.js sync-node.mjs sync-web.js sync-workerd.js sync.d.ts)
+JS_FILES=(engine.js node.mjs web.js workerd.js index.d.ts sync.js sync-node.mjs sync-web.js sync-workerd.js sync.d.ts react.js react.d.ts)
 for f in "${JS_FILES[@]}"; do cp "js/$f" pkg/; done
 cp js/README.md pkg/README.md
 cp LICENSE CHANGELOG.md pkg/
@@ -55,10 +55,13 @@ cat > pkg/package.json <<JSON
       "node": "./sync-node.mjs",
       "default": "./sync-web.js"
     },
+    "./react": { "types": "./react.d.ts", "default": "./react.js" },
     "./fleetgate_bg.wasm": "./web/fleetgate_bg.wasm",
     "./package.json": "./package.json"
   },
   "files": [$(printf '"%s", ' "${JS_FILES[@]}")"web/", "README.md", "LICENSE", "CHANGELOG.md"],
+  "peerDependencies": { "react": ">=18" },
+  "peerDependenciesMeta": { "react": { "optional": true } },
   "sideEffects": false,
   "engines": { "node": ">=20" }
 }

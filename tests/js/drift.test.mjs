@@ -179,7 +179,7 @@ test("PolicyEngine's members in index.d.ts are exactly the runtime's", () => {
 
 test("the JS sources throw only codes of ErrorCode; js/ and pkg/ agree; SCRATCH matches src/wasm.rs", () => {
   const codes = new Set(literals("ErrorCode"));
-  const files = ["engine.js", "web.js", "node.mjs", "workerd.js", "index.d.ts", "sync.js", "sync-node.mjs", "sync-web.js", "sync-workerd.js", "sync.d.ts"];
+  const files = ["engine.js", "web.js", "node.mjs", "workerd.js", "index.d.ts", "sync.js", "sync-node.mjs", "sync-web.js", "sync-workerd.js", "sync.d.ts", "react.js", "react.d.ts"];
   for (const f of files.map((x) => `js/${x}`)) {
     const src = read(f);
     for (const m of src.matchAll(/new FleetgateError\("(\w+)"/g)) assert.ok(codes.has(m[1]), `${f} throws ${m[1]}`);
@@ -204,4 +204,18 @@ test("fleetgate/sync exports exactly what sync.d.ts declares, in every entry", a
   assert.deepEqual(sorted(names), declared, "sync-workerd.js");
   const pkg = JSON.parse(read("pkg/package.json"));
   assert.deepEqual(Object.keys(pkg.exports["./sync"]), ["types", "workerd", "node", "default"]);
+});
+
+test("fleetgate/react exports exactly what react.d.ts declares; React is an optional peer", async () => {
+  const src = read("pkg/react.d.ts");
+  const declared = sorted([...src.matchAll(/^export (?:class|function|const) (\w+)/gm)].map((m) => m[1]));
+  assert.deepEqual(declared, ["FleetgateProvider", "useCan", "useDecision", "useExplain", "useFleetgate", "useVisibleDevices"]);
+  const mod = await import("../../pkg/react.js");
+  assert.deepEqual(sorted(Object.keys(mod)), declared, "react.js");
+  const pkg = JSON.parse(read("pkg/package.json"));
+  assert.deepEqual(pkg.exports["./react"], { types: "./react.d.ts", default: "./react.js" });
+  assert.ok(pkg.files.includes("react.js") && pkg.files.includes("react.d.ts"), "react files in the package");
+  assert.deepEqual(pkg.peerDependencies, { react: ">=18" });
+  assert.deepEqual(pkg.peerDependenciesMeta, { react: { optional: true } });
+  assert.equal(pkg.dependencies, undefined, "no runtime dependencies");
 });
