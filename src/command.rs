@@ -117,10 +117,15 @@ impl Command {
             Self::Invite { email, .. } if !valid_email(email) => {
                 bad(format!("invalid `email` `{}`", truncate_for_message(email)))
             }
-            Self::SetRolePermissions { permissions, .. } => match Perms::parse_list(permissions) {
-                Err(p) => bad(format!("unknown permission `{}` in `permissions`", truncate_for_message(&p))),
-                Ok(_) => Ok(()),
-            },
+            Self::SetRolePermissions { permissions, .. } => {
+                match permissions.iter().position(|p| Permission::parse(p).is_none()) {
+                    Some(i) => bad(format!(
+                        "command at `permissions[{i}]`: unknown permission `{}`",
+                        truncate_for_message(permissions.get(i).map_or("", String::as_str))
+                    )),
+                    None => Ok(()),
+                }
+            }
             _ => Ok(()),
         }
     }

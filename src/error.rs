@@ -101,7 +101,8 @@ impl Error {
     }
 
     /// Maps a `serde_json` error on `text`: text that is not JSON at all is `INVALID_JSON`
-    /// (even when the schema check failed first), well-formed JSON of the wrong shape `schema`.
+    /// (even when the schema check failed first), well-formed JSON of the wrong shape `schema`,
+    /// with the path of the offending value (`orgs[3].suspended`) in the message.
     pub(crate) fn from_json(text: &str, err: &serde_json::Error, schema: ErrorCode, what: &str) -> Self {
         use serde_json::error::Category;
         match err.classify() {
@@ -110,10 +111,143 @@ impl Error {
             }
             Category::Data => match serde_json::from_str::<serde::de::IgnoredAny>(text) {
                 Err(syntax) => Self::new(ErrorCode::InvalidJson, format!("{what}: {syntax}")),
-                Ok(_) => Self::new(schema, format!("{what}: {err}")),
+                Ok(_) => {
+                    let (path, detail) = json_error_parts(text, err);
+                    if path.is_empty() {
+                        Self::new(schema, format!("{what}: {detail}"))
+                    } else {
+                        Self::new(schema, format!("{what} at `{path}`: {detail}"))
+                    }
+                }
             },
         }
     }
+}
+
+/// Marks the path a tagged object's reader (`src/tagged.rs`) puts in front of its message:
+/// `\u{1}ops[0].device.owner\u{1}invalid type …`, read back by [`json_error_parts`].
+pub(crate) const PATH_MARK: char = '\u{1}';
+
+/// The path of the value a data error of `serde_json` on `text` is about (`ops[0].device.owner`,
+/// empty for the whole document) and the error's message without its position.
+pub(crate) fn json_error_parts(text: &str, err: &serde_json::Error) -> (String, String) {
+    let mut detail = err.to_string();
+    if err.line() > 0 {
+        let suffix = format!(" at line {} column {}", err.line(), err.column());
+        if detail.ends_with(&suffix) {
+            detail.truncate(detail.len() - suffix.len());
+        }
+    }
+    // A tagged object's reader (`src/tagged.rs`) names the path itself, from the document's
+    // root: `serde_json`'s position is where the error surfaced, past the object.
+    let marked = detail.strip_prefix(PATH_MARK).and_then(|rest| rest.split_once(PATH_MARK));
+    let path = match marked {
+        Some((sub, msg)) => {
+            let sub = sub.to_owned();
+            detail = msg.to_owned();
+            sub
+        }
+        None if err.line() > 0 => path_at(text, offset_of(text, err.line(), err.column())),
+        None => String::new(),
+    };
+    (path, detail)
+}
+
+/// Appends a path (`device.owner`, `[2]`) to another.
+pub(crate) fn join_path(path: &mut String, sub: &str) {
+    if !path.is_empty() && !sub.is_empty() && !sub.starts_with('[') {
+        path.push('.');
+    }
+    path.push_str(sub);
+}
+
+/// The byte offset of a `serde_json` position (line from 1, column in bytes from 0).
+fn offset_of(text: &str, line: usize, column: usize) -> usize {
+    let start = if line <= 1 {
+        0
+    } else {
+        text.bytes().enumerate().filter(|(_, b)| *b == b'\n').nth(line - 2).map_or(text.len(), |(i, _)| i + 1)
+    };
+    start.saturating_add(column).min(text.len())
+}
+
+/// One open container while scanning JSON text.
+struct Frame {
+    /// `Some(index)` in an array, `None` in an object.
+    index: Option<usize>,
+    /// The current key of an object (the span of its text between the quotes).
+    key: (usize, usize),
+    /// In an object: a key is being read or has been read, and no `:` yet.
+    at_key: bool,
+}
+
+/// The path of the value at byte `at` of well-formed JSON text: the keys and indices of every
+/// container open there; the last object's key only once its `:` has been read (an error
+/// about a key itself is about its object).
+fn path_at(text: &str, at: usize) -> String {
+    let bytes = text.as_bytes();
+    let mut stack: Vec<Frame> = Vec::new();
+    let (mut in_str, mut escaped) = (false, false);
+    for (i, &b) in bytes.iter().enumerate().take(at) {
+        if in_str {
+            if escaped {
+                escaped = false;
+            } else if b == b'\\' {
+                escaped = true;
+            } else if b == b'"' {
+                in_str = false;
+                if let Some(f) = stack.last_mut().filter(|f| f.index.is_none() && f.at_key) {
+                    f.key.1 = i;
+                }
+            }
+            continue;
+        }
+        match b {
+            b'"' => {
+                in_str = true;
+                if let Some(f) = stack.last_mut().filter(|f| f.index.is_none() && f.at_key) {
+                    f.key = (i + 1, i + 1);
+                }
+            }
+            b'{' => stack.push(Frame { index: None, key: (0, 0), at_key: true }),
+            b'[' => stack.push(Frame { index: Some(0), key: (0, 0), at_key: false }),
+            b'}' | b']' => {
+                stack.pop();
+            }
+            b':' => {
+                if let Some(f) = stack.last_mut() {
+                    f.at_key = false;
+                }
+            }
+            b',' => {
+                if let Some(f) = stack.last_mut() {
+                    match f.index.as_mut() {
+                        Some(n) => *n += 1,
+                        None => f.at_key = true,
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut path = String::new();
+    let last = stack.len().saturating_sub(1);
+    for (depth, f) in stack.iter().enumerate() {
+        match f.index {
+            Some(n) => path.push_str(&format!("[{n}]")),
+            None if depth == last && f.at_key => {}
+            None => {
+                let key = text.get(f.key.0..f.key.1).unwrap_or("");
+                let key = crate::snapshot::truncate_for_message(key);
+                if !key.is_empty() && key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') {
+                    join_path(&mut path, &key);
+                } else {
+                    path.push_str(&format!("[\"{key}\"]"));
+                }
+            }
+        }
+    }
+    path
 }
 
 impl fmt::Display for Error {

@@ -21,6 +21,7 @@ const testWorker :Workerd.Worker = (
     (name = "vectors/commands.json", json = embed "../vectors/commands.json"),
     (name = "vectors/cross-tree.json", json = embed "../vectors/cross-tree.json"),
     (name = "vectors/deltas.json", json = embed "../vectors/deltas.json"),
+    (name = "vectors/errors.json", json = embed "../vectors/errors.json"),
     (name = "vectors/loading.json", json = embed "../vectors/loading.json"),
     (name = "vectors/manufacturer.json", json = embed "../vectors/manufacturer.json"),
     (name = "vectors/projection.json", json = embed "../vectors/projection.json"),
