@@ -1,8 +1,8 @@
 //! Ids may begin with `-` (SPEC §1 allows `[A-Za-z0-9._:@-]`): every id flag of every
 //! subcommand takes them, as `--flag -0` and as `--flag=-0`.
 
-
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+
 use std::process::{Command, Output};
 
 /// The world of `tests/vectors/errors.json`: user `-0` (Staff in `east`), device `-1` it owns.
