@@ -163,32 +163,30 @@ pub(crate) fn join_path(path: &mut String, sub: &str) {
 
 /// The byte offset of a `serde_json` position (line from 1, column in bytes from 0).
 fn offset_of(text: &str, line: usize, column: usize) -> usize {
-    let start = if line <= 1 {
-        0
-    } else {
-        text.bytes().enumerate().filter(|(_, b)| *b == b'\n').nth(line - 2).map_or(text.len(), |(i, _)| i + 1)
-    };
-    start.saturating_add(column).min(text.len())
-}
-
-/// One open container while scanning JSON text.
-struct Frame {
-    /// `Some(index)` in an array, `None` in an object.
-    index: Option<usize>,
-    /// The current key of an object (the span of its text between the quotes).
-    key: (usize, usize),
-    /// In an object: a key is being read or has been read, and no `:` yet.
-    at_key: bool,
+    let mut start = 0;
+    let mut lines = line;
+    for (i, b) in text.bytes().enumerate() {
+        if lines <= 1 {
+            break;
+        }
+        if b == b'\n' {
+            start = i + 1;
+            lines -= 1;
+        }
+    }
+    start.saturating_add(column)
 }
 
 /// The path of the value at byte `at` of well-formed JSON text: the keys and indices of every
 /// container open there; the last object's key only once its `:` has been read (an error
-/// about a key itself is about its object).
+/// about a key itself is about its object). Keys are shown as they are written, escapes and all.
 fn path_at(text: &str, at: usize) -> String {
-    let bytes = text.as_bytes();
-    let mut stack: Vec<Frame> = Vec::new();
+    // Per open container: `Some(index)` in an array; in an object `None` and its current key
+    // (the span between the quotes), with `at_key` while the key is read and no `:` yet.
+    let mut stack: Vec<(Option<usize>, usize, usize)> = Vec::new();
+    let mut at_key = false;
     let (mut in_str, mut escaped) = (false, false);
-    for (i, &b) in bytes.iter().enumerate().take(at) {
+    for (i, &b) in text.as_bytes().iter().enumerate().take(at) {
         if in_str {
             if escaped {
                 escaped = false;
@@ -196,8 +194,8 @@ fn path_at(text: &str, at: usize) -> String {
                 escaped = true;
             } else if b == b'"' {
                 in_str = false;
-                if let Some(f) = stack.last_mut().filter(|f| f.index.is_none() && f.at_key) {
-                    f.key.1 = i;
+                if let (true, Some(f)) = (at_key, stack.last_mut()) {
+                    f.2 = i;
                 }
             }
             continue;
@@ -205,44 +203,50 @@ fn path_at(text: &str, at: usize) -> String {
         match b {
             b'"' => {
                 in_str = true;
-                if let Some(f) = stack.last_mut().filter(|f| f.index.is_none() && f.at_key) {
-                    f.key = (i + 1, i + 1);
+                if let (true, Some(f)) = (at_key, stack.last_mut()) {
+                    (f.1, f.2) = (i + 1, i + 1);
                 }
             }
-            b'{' => stack.push(Frame { index: None, key: (0, 0), at_key: true }),
-            b'[' => stack.push(Frame { index: Some(0), key: (0, 0), at_key: false }),
+            b'{' => {
+                stack.push((None, 0, 0));
+                at_key = true;
+            }
+            b'[' => {
+                stack.push((Some(0), 0, 0));
+                at_key = false;
+            }
             b'}' | b']' => {
                 stack.pop();
+                at_key = false;
             }
-            b':' => {
-                if let Some(f) = stack.last_mut() {
-                    f.at_key = false;
-                }
-            }
-            b',' => {
-                if let Some(f) = stack.last_mut() {
-                    match f.index.as_mut() {
-                        Some(n) => *n += 1,
-                        None => f.at_key = true,
-                    }
-                }
-            }
+            b':' => at_key = false,
+            b',' => match stack.last_mut() {
+                Some((Some(n), _, _)) => *n += 1,
+                Some((None, _, _)) => at_key = true,
+                None => {}
+            },
             _ => {}
         }
     }
+    if at_key {
+        stack.pop();
+    }
     let mut path = String::new();
-    let last = stack.len().saturating_sub(1);
-    for (depth, f) in stack.iter().enumerate() {
-        match f.index {
-            Some(n) => path.push_str(&format!("[{n}]")),
-            None if depth == last && f.at_key => {}
+    for (index, start, end) in stack {
+        match index {
+            Some(n) => {
+                path.push('[');
+                path.push_str(&n.to_string());
+                path.push(']');
+            }
             None => {
-                let key = text.get(f.key.0..f.key.1).unwrap_or("");
-                let key = crate::snapshot::truncate_for_message(key);
+                let key = text.get(start..end.min(start + 64)).unwrap_or("");
                 if !key.is_empty() && key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') {
-                    join_path(&mut path, &key);
+                    join_path(&mut path, key);
                 } else {
-                    path.push_str(&format!("[\"{key}\"]"));
+                    path.push_str("[\"");
+                    path.push_str(key);
+                    path.push_str("\"]");
                 }
             }
         }

@@ -108,10 +108,6 @@ impl<'de> serde::de::Visitor<'de> for TextVisitor {
         self.check(v)?;
         Ok(Cow::Owned(v.to_owned()))
     }
-    fn visit_string<E: serde::de::Error>(self, v: String) -> std::result::Result<Self::Value, E> {
-        self.check(&v)?;
-        Ok(Cow::Owned(v))
-    }
 }
 
 impl<'de: 'a, 'a> Deserialize<'de> for Text<'a> {

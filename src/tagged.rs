@@ -35,13 +35,7 @@ impl Fields {
     pub(crate) fn opt<T: DeserializeOwned, E: serde::de::Error>(&mut self, name: &str) -> Result<Option<T>, E> {
         let Some(i) = self.fields.iter().position(|(k, _)| k == name) else { return Ok(None) };
         let (_, raw) = self.fields.swap_remove(i);
-        serde_json::from_str::<Option<T>>(raw.get()).map_err(|e| {
-            // The path inside the field continues the field's own (see `json_error_parts`).
-            let (sub, detail) = json_error_parts(raw.get(), &e);
-            let mut path = name.to_owned();
-            join_path(&mut path, &sub);
-            E::custom(format!("{PATH_MARK}{path}{PATH_MARK}{detail}"))
-        })
+        serde_json::from_str::<Option<T>>(raw.get()).map_err(|e| E::custom(field_error(name, raw.get(), &e)))
     }
 
     /// Fails on any field left unread.
@@ -90,6 +84,16 @@ pub(crate) fn read_list<'de, T: serde::Deserialize<'de>, D: Deserializer<'de>>(
         }
     }
     d.deserialize_seq(ListVisitor(name, std::marker::PhantomData))
+}
+
+/// The message of an error in field `name` (raw JSON `raw`): its path inside the field continues
+/// the field's own (see `json_error_parts`). One function for every field type.
+#[inline(never)]
+fn field_error(name: &str, raw: &str, e: &serde_json::Error) -> String {
+    let (sub, detail) = json_error_parts(raw, e);
+    let mut path = name.to_owned();
+    join_path(&mut path, &sub);
+    format!("{PATH_MARK}{path}{PATH_MARK}{detail}")
 }
 
 struct FieldsVisitor(&'static str);
