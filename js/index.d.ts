@@ -40,13 +40,42 @@ export type ErrorCode =
   | "BAD_TOKEN"
   | "INVALID_ARGUMENT";
 
-/** A decision with its reason (SPEC §3, §5). */
+/** A permission id of SPEC §2. */
+export type Permission =
+  | "devices.add"
+  | "devices.org.control"
+  | "devices.org.view"
+  | "devices.own.control"
+  | "devices.own.view"
+  | "devices.remove"
+  | "devices.transfer"
+  | "orgs.create"
+  | "orgs.edit"
+  | "orgs.switch"
+  | "roles.edit"
+  | "users.edit"
+  | "users.invite"
+  | "users.remove"
+  | "users.suspend"
+  | "users.view";
+
+/**
+ * A decision with its reason (SPEC §3, §5). An allowed check names the granting membership
+ * (`org`, `role`) and `permission`. A denied command names what it lacks:
+ * `DENY_NO_PERMISSION` — the missing `permission` and the `org` it is needed in (`claimDevice`:
+ * only `org`, where an active membership is needed); `DENY_ESCALATION` — the `permissions` beyond
+ * the actor's in `org`; `DENY_NOT_EMPTY` — a blocking `device`, else member (`user`), else
+ * sub-org (`org`).
+ */
 export type Decision = {
   allowed: boolean;
   code: DecisionCode;
   org?: string;
   role?: string;
-  permission?: string;
+  permission?: Permission;
+  permissions?: Permission[];
+  user?: string;
+  device?: string;
 };
 
 /** One (user, device, action) access. */
@@ -85,6 +114,8 @@ export class PolicyEngine {
   static fromSigned(envelope: string | object, keys: KeySet, options?: { now?: number; minRevision?: number }): PolicyEngine;
   /** Verifies an access token (SPEC §4.5); throws BAD_TOKEN, UNKNOWN_KEY, BAD_SIGNATURE or EXPIRED. */
   static verifyToken(token: string, keys: KeySet, options?: { now?: number }): TokenIdentity;
+  /** Every permission id with the name a dashboard shows for it (SPEC §2), ascending by id. */
+  static permissionLabels(): { [P in Permission]: string };
   readonly revision: number;
   /** The `expiresAt` of the last signed snapshot or delta accepted; null otherwise. */
   readonly expiresAt: number | null;

@@ -25,6 +25,7 @@ const testWorker :Workerd.Worker = (
     (name = "vectors/loading.json", json = embed "../vectors/loading.json"),
     (name = "vectors/manufacturer.json", json = embed "../vectors/manufacturer.json"),
     (name = "vectors/projection.json", json = embed "../vectors/projection.json"),
+    (name = "vectors/reasons.json", json = embed "../vectors/reasons.json"),
     (name = "vectors/signed.json", json = embed "../vectors/signed.json"),
   ],
   compatibilityDate = "2025-09-01",
