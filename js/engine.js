@@ -153,6 +153,16 @@ export function createPolicyEngine(raw) {
       }
     }
 
+    /** Every permission id with its label (SPEC §2), ascending: `{"devices.add": "Add Devices", …}`. */
+    static permissionLabels() {
+      const labels = {};
+      for (const line of raw.permissionLabels().split("\n")) {
+        const at = line.indexOf(":");
+        if (at > 0) labels[line.slice(0, at)] = line.slice(at + 1);
+      }
+      return labels;
+    }
+
     get revision() {
       return this.#live().revision;
     }

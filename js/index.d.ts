@@ -78,10 +78,21 @@ export type Action = "view" | "control";
 export type AllowDecision = { allowed: true; code: AllowCode; org?: string; role?: string; permission?: Permission };
 
 /**
- * A denied decision. A denied command names what it lacks: `permission` (and `org`) for
- * DENY_NO_PERMISSION, the permissions beyond the actor's for DENY_ESCALATION.
+ * A denied decision. A denied command names what it lacks: `DENY_NO_PERMISSION` — the missing
+ * `permission` and the `org` it is needed in (`claimDevice`: only `org`, where an active
+ * membership is needed); `DENY_ESCALATION` — the `permissions` beyond the actor's in `org`;
+ * `DENY_NOT_EMPTY` — a blocking `device`, else member (`user`), else sub-org (`org`).
  */
-export type DenyDecision = { allowed: false; code: DenyCode; org?: string; role?: string; permission?: string };
+export type DenyDecision = {
+  allowed: false;
+  code: DenyCode;
+  org?: string;
+  role?: string;
+  permission?: Permission;
+  permissions?: Permission[];
+  user?: string;
+  device?: string;
+};
 
 /** A decision with its reason (SPEC §3, §5), discriminated by `allowed`. */
 export type Decision = AllowDecision | DenyDecision;
@@ -213,6 +224,8 @@ export class PolicyEngine {
   static fromSigned(envelope: string | Envelope, keys: KeySet, options?: { now?: number; minRevision?: number }): PolicyEngine;
   /** Verifies an access token (SPEC §4.5); throws BAD_TOKEN, UNKNOWN_KEY, BAD_SIGNATURE or EXPIRED. */
   static verifyToken(token: string, keys: KeySet, options?: { now?: number }): TokenIdentity;
+  /** Every permission id with the name a dashboard shows for it (SPEC §2), ascending by id. */
+  static permissionLabels(): { [P in Permission]: string };
   readonly revision: number;
   /** The `expiresAt` of the last signed snapshot or delta accepted; null otherwise. */
   readonly expiresAt: number | null;

@@ -117,10 +117,15 @@ impl Command {
             Self::Invite { email, .. } if !valid_email(email) => {
                 bad(format!("invalid `email` `{}`", truncate_for_message(email)))
             }
-            Self::SetRolePermissions { permissions, .. } => match Perms::parse_list(permissions) {
-                Err(p) => bad(format!("unknown permission `{}` in `permissions`", truncate_for_message(&p))),
-                Ok(_) => Ok(()),
-            },
+            Self::SetRolePermissions { permissions, .. } => {
+                match permissions.iter().position(|p| Permission::parse(p).is_none()) {
+                    Some(i) => bad(format!(
+                        "command at `permissions[{i}]`: unknown permission `{}`",
+                        truncate_for_message(permissions.get(i).map_or("", String::as_str))
+                    )),
+                    None => Ok(()),
+                }
+            }
             _ => Ok(()),
         }
     }
@@ -209,6 +214,44 @@ pub struct Outcome {
 }
 
 type Step<T> = std::result::Result<T, Code>;
+/// A step that may deny, naming what the actor lacks.
+type Denied<T> = std::result::Result<T, Deny>;
+
+/// A denied command with what it lacks, as slots (made a [`Decision`] once, at the end).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Deny {
+    code: Code,
+    /// The org the missing permissions are needed in, or the sub-org that blocks a deletion.
+    org: Option<u32>,
+    /// `DENY_NO_PERMISSION`: the missing permission.
+    permission: Option<Permission>,
+    /// `DENY_ESCALATION`: the permissions beyond the actor's.
+    beyond: Perms,
+    /// `DENY_NOT_EMPTY`: a blocking member.
+    user: Option<u32>,
+    /// `DENY_NOT_EMPTY`: a blocking device.
+    device: Option<u32>,
+}
+
+impl From<Code> for Deny {
+    fn from(code: Code) -> Self {
+        Self { code, org: None, permission: None, beyond: Perms::NONE, user: None, device: None }
+    }
+}
+
+impl Deny {
+    fn decision(self, ix: &crate::index::Index) -> Decision {
+        let names = (!self.beyond.is_empty()).then(|| self.beyond.names().into_iter().map(str::to_owned).collect());
+        Decision {
+            org: self.org.map(|o| ix.org_ids.name(o).to_owned()),
+            permission: self.permission.map(|p| p.as_str().to_owned()),
+            permissions: names,
+            user: self.user.map(|u| ix.user_ids.name(u).to_owned()),
+            device: self.device.map(|d| ix.dev_ids.name(d).to_owned()),
+            ..Decision::of(self.code)
+        }
+    }
+}
 
 fn need(ok: bool, code: Code) -> Step<()> {
     if ok {
@@ -253,11 +296,11 @@ impl Engine {
         let result = self.evaluate_steps(actor, command, preview);
         match result {
             Ok(ops) => Outcome { decision: Decision::of(Code::Allow), ops },
-            Err(code) => Outcome { decision: Decision::of(code), ops: Vec::new() },
+            Err(deny) => Outcome { decision: deny.decision(&self.ix), ops: Vec::new() },
         }
     }
 
-    fn evaluate_steps(&self, actor: &str, command: &Command, preview: bool) -> Step<Vec<Op>> {
+    fn evaluate_steps(&self, actor: &str, command: &Command, preview: bool) -> Denied<Vec<Op>> {
         let ix = &self.ix;
         let a = ix.user_ids.get(actor).filter(|u| ix.user(*u).is_some()).ok_or(Code::DenyUnknownUser)?;
         need(ix.user(a).is_some_and(|r| r.status == Status::Active), Code::DenyUserInactive)?;
@@ -267,13 +310,26 @@ impl Engine {
             |id: &Id| ix.user_ids.get(id.as_str()).filter(|u| ix.user(*u).is_some()).ok_or(Code::DenyInvalidTarget);
         let device_of =
             |id: &Id| ix.dev_ids.get(id.as_str()).filter(|d| ix.device(*d).is_some()).ok_or(Code::DenyInvalidTarget);
-        let has = |o: u32, p: Permission| self.permissions_in_slots(a, o).has(p);
-        let within = |o: u32, perms: Perms| perms.is_subset_of(self.permissions_in_slots(a, o));
+        // `DENY_NO_PERMISSION` naming the permission and the org it is needed in.
+        let require = |o: u32, p: Permission| -> Denied<()> {
+            if self.permissions_in_slots(a, o).has(p) {
+                return Ok(());
+            }
+            Err(Deny { org: Some(o), permission: Some(p), ..Code::DenyNoPermission.into() })
+        };
+        // `DENY_ESCALATION` naming the permissions beyond the actor's in `o`.
+        let within = |o: u32, perms: Perms| -> Denied<()> {
+            let beyond = perms.without(self.permissions_in_slots(a, o));
+            if beyond.is_empty() {
+                return Ok(());
+            }
+            Err(Deny { org: Some(o), beyond, ..Code::DenyEscalation.into() })
+        };
 
         match command {
             Command::CreateOrg { id, name, parent } => {
                 let p = org_of(parent)?;
-                need(has(p, Permission::OrgsCreate), Code::DenyNoPermission)?;
+                require(p, Permission::OrgsCreate)?;
                 need(self.root_plan(p) == Plan::Pro, Code::DenyPlan)?;
                 need(self.viewer.is_some() || ix.der(p).depth < MAX_DEPTH, Code::DenyDepth)?;
                 need(ix.org_ids.get(id.as_str()).is_none_or(|o| !ix.org_present(o)), Code::DenyInvalidTarget)?;
@@ -290,16 +346,16 @@ impl Engine {
             }
             Command::Invite { email, org, role, user_id } => {
                 let o = org_of(org)?;
-                need(has(o, Permission::UsersInvite), Code::DenyNoPermission)?;
+                require(o, Permission::UsersInvite)?;
                 let perms = ix.role_perms(o, role.as_str()).ok_or(Code::DenyInvalidTarget)?;
                 need(!self.email_in_use(email), Code::DenyInvalidTarget)?;
                 let uid = match user_id {
                     Some(id) => id.clone(),
                     None if preview => Id::trusted(PLACEHOLDER_USER_ID.to_owned()),
-                    None => return Err(Code::DenyInvalidTarget),
+                    None => return Err(Code::DenyInvalidTarget.into()),
                 };
                 need(ix.user_ids.get(uid.as_str()).is_none_or(|u| ix.user(u).is_none()), Code::DenyInvalidTarget)?;
-                need(within(o, perms), Code::DenyEscalation)?;
+                within(o, perms)?;
                 let name = email.split('@').next().unwrap_or(email).to_owned();
                 Ok(vec![
                     Op::PutUser {
@@ -311,10 +367,10 @@ impl Engine {
             Command::SetRole { user, org, role } => {
                 let u = user_of(user)?;
                 let o = org_of(org)?;
-                need(has(o, Permission::UsersEdit), Code::DenyNoPermission)?;
+                require(o, Permission::UsersEdit)?;
                 let current = ix.mem(u, o).ok_or(Code::DenyInvalidTarget)?;
                 let perms = ix.role_perms(o, role.as_str()).ok_or(Code::DenyInvalidTarget)?;
-                need(within(o, perms) && within(o, current.perms), Code::DenyEscalation)?;
+                within(o, perms.union(current.perms))?;
                 if current.role.as_str() == ADMIN_ROLE && role.as_str() != ADMIN_ROLE {
                     need(!self.is_last_root_admin(u, o), Code::DenyLastAdmin)?;
                 }
@@ -325,9 +381,9 @@ impl Engine {
             Command::RemoveMember { user, org } => {
                 let u = user_of(user)?;
                 let o = org_of(org)?;
-                need(has(o, Permission::UsersRemove), Code::DenyNoPermission)?;
+                require(o, Permission::UsersRemove)?;
                 let current = ix.mem(u, o).ok_or(Code::DenyInvalidTarget)?;
-                need(within(o, current.perms), Code::DenyEscalation)?;
+                within(o, current.perms)?;
                 need(!self.is_last_root_admin(u, o), Code::DenyLastAdmin)?;
                 let mut ops: Vec<Op> = self
                     .owned_in(u, o)
@@ -345,17 +401,22 @@ impl Engine {
                 let suspend = matches!(command, Command::SuspendUser { .. });
                 let u = user_of(user)?;
                 let mems = ix.mems(u);
-                need(
-                    !mems.is_empty() && mems.iter().all(|m| has(m.org, Permission::UsersSuspend)),
-                    Code::DenyNoPermission,
-                )?;
+                if mems.is_empty() {
+                    // Nobody holds authority over a user without memberships.
+                    return Err(Deny { permission: Some(Permission::UsersSuspend), ..Code::DenyNoPermission.into() });
+                }
+                for m in mems {
+                    require(m.org, Permission::UsersSuspend)?;
+                }
                 let status = ix.user(u).map(|r| r.status);
                 if suspend {
                     need(status != Some(Status::Suspended), Code::DenyInvalidTarget)?;
                 } else {
                     need(status == Some(Status::Suspended), Code::DenyInvalidTarget)?;
                 }
-                need(mems.iter().all(|m| within(m.org, m.perms)), Code::DenyEscalation)?;
+                for m in mems {
+                    within(m.org, m.perms)?;
+                }
                 if suspend {
                     need(!mems.iter().any(|m| self.is_last_root_admin(u, m.org)), Code::DenyLastAdmin)?;
                 }
@@ -366,7 +427,7 @@ impl Engine {
             Command::AddDevice { id, name, org, owner } => {
                 let o = org_of(org)?;
                 let owner_slot = owner.as_ref().map(user_of).transpose()?;
-                need(has(o, Permission::DevicesAdd), Code::DenyNoPermission)?;
+                require(o, Permission::DevicesAdd)?;
                 need(ix.dev_ids.get(id.as_str()).is_none_or(|d| ix.device(d).is_none()), Code::DenyInvalidTarget)?;
                 if let Some(w) = owner_slot {
                     need(self.active_member(w, o), Code::DenyInvalidTarget)?;
@@ -383,10 +444,8 @@ impl Engine {
                     None => self.sole_reachable_membership(a, w).ok_or(Code::DenyInvalidTarget)?,
                 };
                 let from = ix.device(d).map(|x| x.org).ok_or(Code::DenyInvalidTarget)?;
-                need(
-                    has(from, Permission::DevicesTransfer) && has(target, Permission::DevicesTransfer),
-                    Code::DenyNoPermission,
-                )?;
+                require(from, Permission::DevicesTransfer)?;
+                require(target, Permission::DevicesTransfer)?;
                 need(self.same_tree(from, target), Code::DenyInvalidTarget)?;
                 need(self.active_member(w, target), Code::DenyInvalidTarget)?;
                 let mut doc = self.device_doc(d).ok_or(Code::DenyInvalidTarget)?;
@@ -398,10 +457,8 @@ impl Engine {
                 let d = device_of(device)?;
                 let target = org_of(org)?;
                 let dev = ix.device(d).ok_or(Code::DenyInvalidTarget)?;
-                need(
-                    has(dev.org, Permission::DevicesTransfer) && has(target, Permission::DevicesTransfer),
-                    Code::DenyNoPermission,
-                )?;
+                require(dev.org, Permission::DevicesTransfer)?;
+                require(target, Permission::DevicesTransfer)?;
                 need(self.same_tree(dev.org, target), Code::DenyInvalidTarget)?;
                 let mut doc = self.device_doc(d).ok_or(Code::DenyInvalidTarget)?;
                 doc.org = org.clone();
@@ -413,16 +470,16 @@ impl Engine {
             Command::RemoveDevice { device } => {
                 let d = device_of(device)?;
                 let o = ix.device(d).map(|x| x.org).ok_or(Code::DenyInvalidTarget)?;
-                need(has(o, Permission::DevicesRemove), Code::DenyNoPermission)?;
+                require(o, Permission::DevicesRemove)?;
                 Ok(vec![Op::RemoveDevice { id: device.clone() }])
             }
             Command::SetRolePermissions { org, role, permissions } => {
                 let o = org_of(org)?;
-                need(has(o, Permission::RolesEdit), Code::DenyNoPermission)?;
+                require(o, Permission::RolesEdit)?;
                 need(self.root_plan(o) == Plan::Pro, Code::DenyPlan)?;
                 need(role.as_str() != ADMIN_ROLE, Code::DenyInvalidTarget)?;
                 let perms = Perms::parse_list(permissions).map_err(|_| Code::DenyInvalidTarget)?;
-                need(within(o, perms), Code::DenyEscalation)?;
+                within(o, perms)?;
                 let mut doc = self.org_doc(o).ok_or(Code::DenyInvalidTarget)?;
                 let mut table = doc.roles.take().unwrap_or_default();
                 table.insert(role.clone(), perms.names().into_iter().map(str::to_owned).collect());
@@ -433,11 +490,9 @@ impl Engine {
                 let o = org_of(org)?;
                 // A root has no parent to hold `orgs.edit` in: it is never a valid target.
                 let parent = ix.org(o).and_then(|r| r.parent).ok_or(Code::DenyInvalidTarget)?;
-                need(has(parent, Permission::OrgsEdit), Code::DenyNoPermission)?;
+                require(parent, Permission::OrgsEdit)?;
                 if let Command::DeleteOrg { .. } = command {
-                    let empty =
-                        ix.devices_of_org(o).is_empty() && ix.members_of_org(o).is_empty() && ix.subtree(o).len() <= 1;
-                    need(empty, Code::DenyNotEmpty)?;
+                    self.check_empty(o)?;
                     return Ok(vec![Op::RemoveOrg { id: org.clone() }]);
                 }
                 let mut doc = self.org_doc(o).ok_or(Code::DenyInvalidTarget)?;
@@ -447,7 +502,10 @@ impl Engine {
             Command::ClaimDevice { device, org, .. } => {
                 let d = device_of(device)?;
                 let o = org_of(org)?;
-                need(ix.mem(a, o).is_some() && !ix.der(o).eff_suspended, Code::DenyNoPermission)?;
+                if ix.mem(a, o).is_none() || ix.der(o).eff_suspended {
+                    // No permission is needed, only an active membership in `org`.
+                    return Err(Deny { org: Some(o), ..Code::DenyNoPermission.into() });
+                }
                 let dev = ix.device(d).ok_or(Code::DenyInvalidTarget)?;
                 need(dev.owner.is_none(), Code::DenyInvalidTarget)?;
                 need(self.same_tree(dev.org, o), Code::DenyInvalidTarget)?;
@@ -456,6 +514,23 @@ impl Engine {
                 doc.owner = Some(Id::trusted(actor.to_owned()));
                 Ok(vec![Op::PutDevice { device: doc }])
             }
+        }
+    }
+
+    /// `DENY_NOT_EMPTY` unless `o` has no devices, members or sub-orgs; the denial names the
+    /// first (by id) device, else member, else sub-org.
+    fn check_empty(&self, o: u32) -> Denied<()> {
+        let ix = &self.ix;
+        let deny = Deny::from(Code::DenyNotEmpty);
+        let device = ix.devices_of_org(o).iter().copied().min_by(|x, y| ix.dev_ids.cmp(*x, *y));
+        let user = ix.members_of_org(o).iter().copied().min_by(|x, y| ix.user_ids.cmp(*x, *y));
+        let children = ix.subtree(o).iter().copied().filter(|&c| c != o && ix.org(c).and_then(|r| r.parent) == Some(o));
+        let child = children.min_by(|x, y| ix.org_ids.cmp(*x, *y));
+        match (device, user, child) {
+            (Some(d), _, _) => Err(Deny { device: Some(d), ..deny }),
+            (None, Some(u), _) => Err(Deny { user: Some(u), ..deny }),
+            (None, None, Some(c)) => Err(Deny { org: Some(c), ..deny }),
+            (None, None, None) => Ok(()),
         }
     }
 

@@ -8,7 +8,7 @@ use crate::index::{DeviceData, Index, Mem, Place, NONE};
 use crate::model::{Action, Permission, Perms, Status};
 
 /// A decision code: the reason of an allow or a deny (SPEC §3 and §5).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum Code {
     /// Allowed through a membership in the device's org with an org-wide permission.
@@ -28,6 +28,7 @@ pub enum Code {
     /// The device's org or an ancestor is suspended.
     DenyOrgSuspended,
     /// No membership grants it.
+    #[default]
     DenyNoPermission,
     /// The command would give more than the actor has.
     DenyEscalation,
@@ -72,28 +73,40 @@ impl Code {
 }
 
 /// An explained decision: allowed or not, a stable code, and for an allow the membership
-/// (org, role) and the permission that granted it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+/// (org, role) and the permission that granted it. A denied command names what it lacks
+/// (SPEC §6): `permission` and `org` for `DENY_NO_PERMISSION`, `permissions` (and `org`) for
+/// `DENY_ESCALATION`, the blocking `device`, `user` or sub-`org` for `DENY_NOT_EMPTY`.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
 pub struct Decision {
     /// Whether it is allowed.
     pub allowed: bool,
     /// Why.
     pub code: Code,
-    /// The org of the granting (or, for a command, the checked) membership.
+    /// The org of the granting membership; for a denied command the org the missing
+    /// permission is needed in, or the sub-org that keeps an org from being deleted.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub org: Option<String>,
     /// The role of the granting membership.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub role: Option<String>,
-    /// The permission that granted it (or, for a command deny, the one missing).
+    /// The permission that granted it (or, for a denied command, the one missing).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub permission: Option<String>,
+    /// `DENY_ESCALATION`: the permissions beyond the actor's in `org`, ascending.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub permissions: Option<Vec<String>>,
+    /// `DENY_NOT_EMPTY`: a member that keeps the org from being deleted.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// `DENY_NOT_EMPTY`: a device that keeps the org from being deleted.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub device: Option<String>,
 }
 
 impl Decision {
     /// A decision with just a code.
     pub fn of(code: Code) -> Self {
-        Self { allowed: code.is_allow(), code, org: None, role: None, permission: None }
+        Self { allowed: code.is_allow(), code, ..Self::default() }
     }
 }
 
@@ -202,6 +215,7 @@ impl Engine {
                     org: m.map(|m| ix.org_name(m.org).to_owned()),
                     role: m.map(|m| m.role.as_str().to_owned()),
                     permission: Some(permission.as_str().to_owned()),
+                    ..Decision::default()
                 }
             }
         }

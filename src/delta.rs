@@ -60,7 +60,7 @@ pub enum Op {
 
 /// A delta document.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(remote = "Self", rename_all = "camelCase", deny_unknown_fields, expecting = "a delta object")]
 pub struct Delta {
     /// Always `fleetgate/delta@1`.
     pub format: String,
@@ -75,6 +75,7 @@ pub struct Delta {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<SafeInt>,
     /// The facts, applied in order and checked as a whole.
+    #[serde(deserialize_with = "read_ops")]
     pub ops: Vec<Op>,
 }
 
@@ -152,6 +153,11 @@ impl Delta {
     pub fn to_json(&self) -> String {
         serde_json::to_string(self).unwrap_or_default()
     }
+}
+
+/// Reads `ops`, naming the index of a bad op in its error.
+fn read_ops<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Vec<Op>, D::Error> {
+    crate::tagged::read_list(d, "ops")
 }
 
 /// The op names, for error messages.
@@ -309,3 +315,5 @@ impl Engine {
         self.with_changes(&changes, f)
     }
 }
+
+crate::snapshot::object_only!(Delta);

@@ -103,6 +103,15 @@ impl Engine {
         }
         ix.finish_bulk();
         ix.settle(&Touched { all: true, ..Touched::default() })?;
+        if let Some(v) = &doc.viewer {
+            let v = v.as_ref();
+            if ix.user_ids.get(v).and_then(|u| ix.user(u)).is_none() {
+                return Err(Error::new(
+                    ErrorCode::UnknownReference,
+                    format!("unknown viewer `{v}`: not a user of the snapshot"),
+                ));
+            }
+        }
         Ok(Self {
             ix,
             revision: doc.revision.0,

@@ -101,7 +101,8 @@ impl Error {
     }
 
     /// Maps a `serde_json` error on `text`: text that is not JSON at all is `INVALID_JSON`
-    /// (even when the schema check failed first), well-formed JSON of the wrong shape `schema`.
+    /// (even when the schema check failed first), well-formed JSON of the wrong shape `schema`,
+    /// with the path of the offending value (`orgs[3].suspended`) in the message.
     pub(crate) fn from_json(text: &str, err: &serde_json::Error, schema: ErrorCode, what: &str) -> Self {
         use serde_json::error::Category;
         match err.classify() {
@@ -110,10 +111,147 @@ impl Error {
             }
             Category::Data => match serde_json::from_str::<serde::de::IgnoredAny>(text) {
                 Err(syntax) => Self::new(ErrorCode::InvalidJson, format!("{what}: {syntax}")),
-                Ok(_) => Self::new(schema, format!("{what}: {err}")),
+                Ok(_) => {
+                    let (path, detail) = json_error_parts(text, err);
+                    if path.is_empty() {
+                        Self::new(schema, format!("{what}: {detail}"))
+                    } else {
+                        Self::new(schema, format!("{what} at `{path}`: {detail}"))
+                    }
+                }
             },
         }
     }
+}
+
+/// Marks the path a tagged object's reader (`src/tagged.rs`) puts in front of its message:
+/// `\u{1}ops[0].device.owner\u{1}invalid type …`, read back by [`json_error_parts`].
+pub(crate) const PATH_MARK: char = '\u{1}';
+
+/// The path of the value a data error of `serde_json` on `text` is about (`ops[0].device.owner`,
+/// empty for the whole document) and the error's message without its position.
+pub(crate) fn json_error_parts(text: &str, err: &serde_json::Error) -> (String, String) {
+    let mut detail = err.to_string();
+    if err.line() > 0 {
+        let suffix = format!(" at line {} column {}", err.line(), err.column());
+        if detail.ends_with(&suffix) {
+            detail.truncate(detail.len() - suffix.len());
+        }
+    }
+    // A tagged object's reader (`src/tagged.rs`) names the path itself, from the document's
+    // root: `serde_json`'s position is where the error surfaced, past the object.
+    let marked = detail.strip_prefix(PATH_MARK).and_then(|rest| rest.split_once(PATH_MARK));
+    let path = match marked {
+        Some((sub, msg)) => {
+            let sub = sub.to_owned();
+            detail = msg.to_owned();
+            sub
+        }
+        None if err.line() > 0 => path_at(text, offset_of(text, err.line(), err.column())),
+        None => String::new(),
+    };
+    (path, detail)
+}
+
+/// Appends a path (`device.owner`, `[2]`) to another.
+pub(crate) fn join_path(path: &mut String, sub: &str) {
+    if !path.is_empty() && !sub.is_empty() && !sub.starts_with('[') {
+        path.push('.');
+    }
+    path.push_str(sub);
+}
+
+/// The byte offset of a `serde_json` position (line from 1, column in bytes from 0).
+fn offset_of(text: &str, line: usize, column: usize) -> usize {
+    let mut start = 0;
+    let mut lines = line;
+    for (i, b) in text.bytes().enumerate() {
+        if lines <= 1 {
+            break;
+        }
+        if b == b'\n' {
+            start = i + 1;
+            lines -= 1;
+        }
+    }
+    start.saturating_add(column)
+}
+
+/// The path of the value at byte `at` of well-formed JSON text: the keys and indices of every
+/// container open there; the last object's key only once its `:` has been read (an error
+/// about a key itself is about its object). Keys are shown as they are written, escapes and all.
+fn path_at(text: &str, at: usize) -> String {
+    // Per open container: `Some(index)` in an array; in an object `None` and its current key
+    // (the span between the quotes), with `at_key` while the key is read and no `:` yet.
+    let mut stack: Vec<(Option<usize>, usize, usize)> = Vec::new();
+    let mut at_key = false;
+    let (mut in_str, mut escaped) = (false, false);
+    for (i, &b) in text.as_bytes().iter().enumerate().take(at) {
+        if in_str {
+            if escaped {
+                escaped = false;
+            } else if b == b'\\' {
+                escaped = true;
+            } else if b == b'"' {
+                in_str = false;
+                if let (true, Some(f)) = (at_key, stack.last_mut()) {
+                    f.2 = i;
+                }
+            }
+            continue;
+        }
+        match b {
+            b'"' => {
+                in_str = true;
+                if let (true, Some(f)) = (at_key, stack.last_mut()) {
+                    (f.1, f.2) = (i + 1, i + 1);
+                }
+            }
+            b'{' => {
+                stack.push((None, 0, 0));
+                at_key = true;
+            }
+            b'[' => {
+                stack.push((Some(0), 0, 0));
+                at_key = false;
+            }
+            b'}' | b']' => {
+                stack.pop();
+                at_key = false;
+            }
+            b':' => at_key = false,
+            b',' => match stack.last_mut() {
+                Some((Some(n), _, _)) => *n += 1,
+                Some((None, _, _)) => at_key = true,
+                None => {}
+            },
+            _ => {}
+        }
+    }
+    if at_key {
+        stack.pop();
+    }
+    let mut path = String::new();
+    for (index, start, end) in stack {
+        match index {
+            Some(n) => {
+                path.push('[');
+                path.push_str(&n.to_string());
+                path.push(']');
+            }
+            None => {
+                let key = text.get(start..end.min(start + 64)).unwrap_or("");
+                if !key.is_empty() && key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') {
+                    join_path(&mut path, key);
+                } else {
+                    path.push_str("[\"");
+                    path.push_str(key);
+                    path.push_str("\"]");
+                }
+            }
+        }
+    }
+    path
 }
 
 impl fmt::Display for Error {

@@ -178,6 +178,12 @@ impl Perms {
         Perms(self.0 | other.0)
     }
 
+    /// The permissions of `self` that are not in `other`.
+    #[must_use]
+    pub const fn without(self, other: Perms) -> Perms {
+        Perms(self.0 & !other.0)
+    }
+
     /// Whether every permission of `self` is in `other`.
     pub const fn is_subset_of(self, other: Perms) -> bool {
         self.0 & !other.0 == 0
@@ -325,6 +331,16 @@ mod tests {
         sorted.sort_unstable();
         assert_eq!(names, sorted);
         assert_eq!(Perms::ALL.iter().count(), 16);
+    }
+
+    #[test]
+    fn labels_are_the_seed_names_and_distinct() {
+        assert_eq!(Permission::DevicesOrgView.label(), "View Organization Devices");
+        assert_eq!(Permission::DevicesOwnView.label(), "View Own Devices");
+        let mut labels: Vec<_> = Permission::ALL.iter().map(|p| p.label()).collect();
+        labels.sort_unstable();
+        labels.dedup();
+        assert_eq!(labels.len(), 16);
     }
 
     #[test]

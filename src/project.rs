@@ -36,7 +36,7 @@ impl Serialize for ProjectionView<'_> {
         let mut map = ser.serialize_map(None)?;
         map.serialize_entry("format", SNAPSHOT_FORMAT)?;
         map.serialize_entry("revision", &e.revision)?;
-        map.serialize_entry("viewer", &Id::new(self.viewer).ok())?;
+        map.serialize_entry("viewer", &e.projected_viewer(self.viewer))?;
         if let Some(t) = e.issued_at {
             map.serialize_entry("issuedAt", &t)?;
         }
@@ -197,12 +197,14 @@ pub fn diff_projections(before: SnapshotDoc, after: SnapshotDoc) -> Delta {
 }
 
 impl Engine {
-    /// The projection of the snapshot for `viewer` (SPEC §4.3). An unknown viewer gets an empty one.
+    /// The projection of the snapshot for `viewer` (SPEC §4.3). An unknown viewer gets an empty
+    /// snapshot with `viewer: null`: a projection names its viewer among its users, and an
+    /// unknown viewer has nothing to name (so every projection loads).
     pub fn project(&self, viewer: &str) -> SnapshotDoc {
         let slots = self.projection_slots(viewer);
         let ix = &self.ix;
         let mut doc = SnapshotDoc::empty(self.revision);
-        doc.viewer = Id::new(viewer).ok();
+        doc.viewer = self.projected_viewer(viewer);
         doc.issued_at = self.issued_at.map(SafeInt);
         doc.expires_at = self.expires_at.map(SafeInt);
         doc.orgs = slots.orgs.iter().filter_map(|&o| self.projected_org(o, &slots.in_p)).collect();
@@ -222,6 +224,12 @@ impl Engine {
         let slots = self.projection_slots(viewer);
         let view = ProjectionView { engine: self, viewer, slots: &slots };
         serde_json::to_string(&view).unwrap_or_default()
+    }
+
+    /// The `viewer` of the projection for `viewer`: itself when it is a user, else none.
+    fn projected_viewer(&self, viewer: &str) -> Option<Id> {
+        let ix = &self.ix;
+        ix.user_ids.get(viewer).filter(|u| ix.user(*u).is_some()).and_then(|_| Id::new(viewer).ok())
     }
 
     /// What the projection for `viewer` holds, as slots, each list in ascending id order.

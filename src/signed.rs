@@ -63,7 +63,7 @@ pub(crate) fn verifying_key(keys: &BTreeMap<String, String>, key_id: &str) -> Re
 
 /// A signed envelope (SPEC §4.4).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(remote = "Self", rename_all = "camelCase", deny_unknown_fields, expecting = "a signed envelope object")]
 pub struct Envelope {
     /// Always `fleetgate/signed@1`.
     pub format: String,
@@ -315,3 +315,5 @@ mod tests {
         assert_eq!((e.signed_expires_at(), e.expires_at()), (Some(30), Some(400)));
     }
 }
+
+crate::snapshot::object_only!(Envelope);

@@ -76,25 +76,43 @@ impl From<Text<'_>> for String {
     }
 }
 
+/// Reads a string, checking it inside the visitor (so the error carries the string's position,
+/// hence its path): kind 0 is any text, 1 an id, 2 a role name. (A run-time kind, not a const
+/// parameter: one reader per deserializer keeps the `.wasm` small.)
+struct TextVisitor(u8);
+
+impl TextVisitor {
+    fn check<E: serde::de::Error>(&self, v: &str) -> std::result::Result<(), E> {
+        match self.0 {
+            1 => check_id(v).map_err(E::custom),
+            2 => check_role_name(v).map_err(E::custom),
+            _ => Ok(()),
+        }
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for TextVisitor {
+    type Value = Cow<'de, str>;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self.0 {
+            1 => "an id",
+            2 => "a role name",
+            _ => "a string",
+        })
+    }
+    fn visit_borrowed_str<E: serde::de::Error>(self, v: &'de str) -> std::result::Result<Self::Value, E> {
+        self.check(v)?;
+        Ok(Cow::Borrowed(v))
+    }
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> std::result::Result<Self::Value, E> {
+        self.check(v)?;
+        Ok(Cow::Owned(v.to_owned()))
+    }
+}
+
 impl<'de: 'a, 'a> Deserialize<'de> for Text<'a> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        struct V;
-        impl<'de> serde::de::Visitor<'de> for V {
-            type Value = Cow<'de, str>;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a string")
-            }
-            fn visit_borrowed_str<E: serde::de::Error>(self, v: &'de str) -> std::result::Result<Self::Value, E> {
-                Ok(Cow::Borrowed(v))
-            }
-            fn visit_str<E: serde::de::Error>(self, v: &str) -> std::result::Result<Self::Value, E> {
-                Ok(Cow::Owned(v.to_owned()))
-            }
-            fn visit_string<E: serde::de::Error>(self, v: String) -> std::result::Result<Self::Value, E> {
-                Ok(Cow::Owned(v))
-            }
-        }
-        d.deserialize_str(V).map(Text)
+        d.deserialize_str(TextVisitor(0)).map(Text)
     }
 }
 
@@ -111,8 +129,7 @@ impl AsRef<str> for IdRef<'_> {
 
 impl<'de: 'a, 'a> Deserialize<'de> for IdRef<'a> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        let s = Text::deserialize(d)?;
-        check_id(&s.0).map(|()| IdRef(s)).map_err(serde::de::Error::custom)
+        d.deserialize_str(TextVisitor(1)).map(|s| IdRef(Text(s)))
     }
 }
 
@@ -120,6 +137,14 @@ pub(crate) fn check_id(s: &str) -> std::result::Result<(), String> {
     match id_problem(s) {
         None => Ok(()),
         Some(why) => Err(format!("invalid id `{}`: {why}", truncate_for_message(s))),
+    }
+}
+
+fn check_role_name(s: &str) -> std::result::Result<(), String> {
+    if s.is_empty() || s.len() > MAX_ROLE_NAME_LEN || s.chars().any(char::is_control) {
+        Err(format!("invalid role name `{}`", truncate_for_message(s)))
+    } else {
+        Ok(())
     }
 }
 
@@ -140,9 +165,21 @@ pub struct SafeInt(pub u64);
 
 impl<'de> Deserialize<'de> for SafeInt {
     fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        let n = u64::deserialize(d)?;
+        d.deserialize_u64(SafeIntVisitor)
+    }
+}
+
+/// Reads a [`SafeInt`], checking it inside the visitor (so the error carries its path).
+struct SafeIntVisitor;
+
+impl serde::de::Visitor<'_> for SafeIntVisitor {
+    type Value = SafeInt;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an integer from 0 to 2^53 - 1")
+    }
+    fn visit_u64<E: serde::de::Error>(self, n: u64) -> std::result::Result<SafeInt, E> {
         if n > MAX_SAFE_INTEGER {
-            return Err(serde::de::Error::custom(format!("integer {n} is above 2^53 - 1")));
+            return Err(E::custom(format!("integer {n} is above 2^53 - 1")));
         }
         Ok(SafeInt(n))
     }
@@ -157,11 +194,7 @@ impl RoleName {
     /// Validates a role name.
     pub fn new(s: impl Into<String>) -> std::result::Result<Self, String> {
         let s = s.into();
-        if s.is_empty() || s.len() > MAX_ROLE_NAME_LEN || s.chars().any(char::is_control) {
-            Err(format!("invalid role name `{}`", truncate_for_message(&s)))
-        } else {
-            Ok(Self(s))
-        }
+        check_role_name(&s).map(|()| Self(s))
     }
 
     /// The name as a string slice.
@@ -177,8 +210,7 @@ impl RoleName {
 
 impl<'de> Deserialize<'de> for RoleName {
     fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        RoleName::new(s).map_err(serde::de::Error::custom)
+        d.deserialize_str(TextVisitor(2)).map(|s| RoleName(s.into_owned()))
     }
 }
 
@@ -191,7 +223,7 @@ impl fmt::Display for RoleName {
 /// An org as it appears in JSON. The documents are generic over their id and text types only so
 /// that loading can borrow from the input ([`IdRef`], [`Text`]); everywhere else they own theirs.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(remote = "Self", rename_all = "camelCase", deny_unknown_fields, expecting = "an org object")]
 pub struct OrgDoc<I = Id, S = String> {
     /// The org's id.
     pub id: I,
@@ -213,7 +245,7 @@ pub struct OrgDoc<I = Id, S = String> {
 
 /// A user as it appears in JSON.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(remote = "Self", rename_all = "camelCase", deny_unknown_fields, expecting = "a user object")]
 pub struct UserDoc<I = Id, S = String> {
     /// The user's id.
     pub id: I,
@@ -227,7 +259,7 @@ pub struct UserDoc<I = Id, S = String> {
 
 /// A membership as it appears in JSON.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(remote = "Self", rename_all = "camelCase", deny_unknown_fields, expecting = "a membership object")]
 pub struct MembershipDoc<I = Id> {
     /// The member.
     pub user: I,
@@ -239,7 +271,7 @@ pub struct MembershipDoc<I = Id> {
 
 /// A device as it appears in JSON.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(remote = "Self", rename_all = "camelCase", deny_unknown_fields, expecting = "a device object")]
 pub struct DeviceDoc<I = Id, S = String> {
     /// The device's id.
     pub id: I,
@@ -254,7 +286,7 @@ pub struct DeviceDoc<I = Id, S = String> {
 
 /// A whole snapshot (SPEC §4.1).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(remote = "Self", rename_all = "camelCase", deny_unknown_fields, expecting = "a snapshot object")]
 pub struct SnapshotDoc<I = Id, S = String> {
     /// Always `fleetgate/snapshot@1`.
     pub format: S,
@@ -348,3 +380,61 @@ fn check_format(format: &str) -> Result<()> {
         ))
     }
 }
+
+/// A deserializer that reads structs from JSON objects only. serde's derived struct readers
+/// also accept the array form (`["acme", "ACME", null]` for an org), which the schema does not
+/// allow; sending them to `deserialize_map` refuses it (and leaves the array reader out of the
+/// `.wasm`). Used through [`object_only!`].
+pub(crate) struct ObjectOnly<D>(pub D);
+
+impl<'de, D: Deserializer<'de>> Deserializer<'de> for ObjectOnly<D> {
+    type Error = D::Error;
+
+    fn deserialize_any<V: serde::de::Visitor<'de>>(self, v: V) -> std::result::Result<V::Value, D::Error> {
+        self.0.deserialize_any(v)
+    }
+
+    fn deserialize_struct<V: serde::de::Visitor<'de>>(
+        self,
+        _name: &'static str,
+        _fields: &'static [&'static str],
+        v: V,
+    ) -> std::result::Result<V::Value, D::Error> {
+        self.0.deserialize_map(v)
+    }
+
+    serde::forward_to_deserialize_any! {
+        bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes byte_buf option
+        unit unit_struct newtype_struct seq tuple tuple_struct map enum identifier ignored_any
+    }
+}
+
+/// Implements `Serialize` and `Deserialize` for a struct declared with
+/// `#[serde(remote = "Self")]` (whose derives then generate inherent functions), reading it
+/// through [`ObjectOnly`].
+macro_rules! object_only {
+    ($name:ident $(<$($g:ident),*>)?) => {
+        impl<'de $($(, $g)*)?> serde::Deserialize<'de> for $name $(<$($g),*>)?
+        where
+            $name $(<$($g),*>)?: Sized,
+            $($($g: serde::Deserialize<'de>,)*)?
+        {
+            fn deserialize<De: serde::Deserializer<'de>>(d: De) -> std::result::Result<Self, De::Error> {
+                $name::deserialize($crate::snapshot::ObjectOnly(d))
+            }
+        }
+
+        impl $(<$($g: serde::Serialize),*>)? serde::Serialize for $name $(<$($g),*>)? {
+            fn serialize<Ser: serde::Serializer>(&self, s: Ser) -> std::result::Result<Ser::Ok, Ser::Error> {
+                $name::serialize(self, s)
+            }
+        }
+    };
+}
+pub(crate) use object_only;
+
+object_only!(OrgDoc<I, S>);
+object_only!(UserDoc<I, S>);
+object_only!(MembershipDoc<I>);
+object_only!(DeviceDoc<I, S>);
+object_only!(SnapshotDoc<I, S>);

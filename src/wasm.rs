@@ -88,6 +88,21 @@ pub fn start() {
     console_error_panic_hook::set_once();
 }
 
+/// Every permission id and the name a dashboard shows for it (SPEC §2, the seed's names), in
+/// ascending id order: `id:label` lines (ids hold no `:` or newline); the JS wrapper makes the
+/// object.
+#[wasm_bindgen(js_name = permissionLabels)]
+pub fn permission_labels() -> String {
+    let mut out = String::new();
+    for p in crate::Permission::ALL {
+        out.push_str(p.as_str());
+        out.push(':');
+        out.push_str(p.label());
+        out.push('\n');
+    }
+    out
+}
+
 /// The wasm instance's memory, for the JS wrapper's scratch-buffer writes.
 #[wasm_bindgen(js_name = wasmMemory)]
 pub fn wasm_memory() -> JsValue {

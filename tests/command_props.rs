@@ -200,6 +200,11 @@ proptest! {
                 prop_assert_eq!(pl, lost, "lost for {:?}", cmd);
                 // Projected deltas, for every viewer.
                 for v in &users {
+                    // A projection names its viewer, who must be a user of it: a user the
+                    // command creates has no projection before it.
+                    if e.user_doc_by_id(v).is_none() {
+                        continue;
+                    }
                     let probe = e.probe(&delta, v);
                     let part_before = e.projection_part(v, &probe);
                     let old_projection = e.project(v);

@@ -41,20 +41,20 @@ enum Command {
     Visible {
         /// Snapshot file, or `-` for stdin.
         file: String,
-        #[arg(long)]
+        #[arg(long, allow_hyphen_values = true)]
         user: String,
         #[arg(long, value_enum, default_value = "view")]
         action: ActionArg,
-        #[arg(long = "active-org")]
+        #[arg(long = "active-org", allow_hyphen_values = true)]
         active_org: Option<String>,
     },
     /// Explain a decision as one JSON line.
     Explain {
         /// Snapshot file, or `-` for stdin.
         file: String,
-        #[arg(long)]
+        #[arg(long, allow_hyphen_values = true)]
         user: String,
-        #[arg(long)]
+        #[arg(long, allow_hyphen_values = true)]
         device: String,
         #[arg(long, value_enum, default_value = "view")]
         action: ActionArg,
@@ -63,34 +63,34 @@ enum Command {
     Orgs {
         /// Snapshot file, or `-` for stdin.
         file: String,
-        #[arg(long)]
+        #[arg(long, allow_hyphen_values = true)]
         user: String,
     },
     /// Decide a command for an actor; print the decision as one JSON line.
     Decide {
         /// Snapshot file, or `-` for stdin.
         file: String,
-        #[arg(long)]
+        #[arg(long, allow_hyphen_values = true)]
         actor: String,
         /// The command as JSON, or `@FILE` to read it from a file.
-        #[arg(long)]
+        #[arg(long, allow_hyphen_values = true)]
         command: String,
     },
     /// Preview a command: its decision and who gains or loses access, as one JSON line.
     Preview {
         /// Snapshot file, or `-` for stdin.
         file: String,
-        #[arg(long)]
+        #[arg(long, allow_hyphen_values = true)]
         actor: String,
         /// The command as JSON, or `@FILE` to read it from a file.
-        #[arg(long)]
+        #[arg(long, allow_hyphen_values = true)]
         command: String,
     },
     /// Print the projection of the snapshot for a viewer.
     Project {
         /// Snapshot file, or `-` for stdin.
         file: String,
-        #[arg(long)]
+        #[arg(long, allow_hyphen_values = true)]
         viewer: String,
     },
     /// Print a generated world (the benchmark world by default).
