@@ -4,26 +4,15 @@
 // it. The server re-checks every action. The engine shown is always live: the sync client frees
 // an engine only after its successor is visible.
 //
-// LABELS, NEEDS and whyNot still re-encode policy wording: the engine offers no label or
-// reason API yet (a separate issue); they go when it does.
-import init from "/pkg/web.js";
+// Permission labels and the reasons of denied commands come from the engine
+// (`PolicyEngine.permissionLabels()`, the decision's `permission`/`org`/`permissions`/`device`/
+// `user`); this file only puts them into words.
+import init, { PolicyEngine } from "/pkg/web.js";
 import { createSync } from "/pkg/sync-web.js";
 
-const LABELS = {
-  "devices.own.view": "View Own Devices", "devices.own.control": "Control Own Devices",
-  "devices.org.view": "View Organization Devices", "devices.org.control": "Control Organization Devices",
-  "devices.add": "Add Devices", "devices.transfer": "Transfer Devices", "devices.remove": "Remove Devices",
-  "orgs.switch": "Switch to sub-organizations", "orgs.create": "Create sub-organizations", "orgs.edit": "Edit sub-organizations",
-  "users.view": "View Users", "users.invite": "Invite Users", "users.edit": "Edit Users", "users.remove": "Remove Users",
-  "users.suspend": "Suspend Users", "roles.edit": "Edit Roles",
-};
-const PERMISSIONS = Object.keys(LABELS).sort();
-const NEEDS = {
-  createOrg: ["orgs.create", "parent"], invite: ["users.invite", "org"], setRole: ["users.edit", "org"], removeMember: ["users.remove", "org"],
-  addDevice: ["devices.add", "org"], transferDevice: ["devices.transfer", "org"], moveDevice: ["devices.transfer", "org"],
-  removeDevice: ["devices.remove", "org"], setRolePermissions: ["roles.edit", "org"], suspendOrg: ["orgs.edit", "org"],
-  resumeOrg: ["orgs.edit", "org"], deleteOrg: ["orgs.edit", "org"], suspendUser: ["users.suspend", null], reactivateUser: ["users.suspend", null],
-};
+/** Permission id → the seed's name, from the engine (set once the package is initialised). */
+let LABELS = {};
+let PERMISSIONS = [];
 const ROW = 44;
 
 const $ = (sel, root = document) => root.querySelector(sel);
@@ -109,14 +98,21 @@ function whyNot(decision, deviceId, action) {
 }
 
 function whyCommand(decision, cmd) {
-  const [perm, field] = NEEDS[cmd.op] ?? [];
+  const label = (p) => LABELS[p] ?? p;
+  const where = decision.org ? ` in ${orgName(decision.org)}` : "";
   switch (decision.code) {
-    case "DENY_NO_PERMISSION": return `you do not hold ${LABELS[perm] ?? perm}${field && cmd[field] ? ` in ${orgName(cmd[field])}` : ""}`;
-    case "DENY_ESCALATION": return "this would give more permissions than you hold";
+    case "DENY_NO_PERMISSION":
+      return decision.permission ? `you do not hold ${label(decision.permission)}${where}` : `you hold no active membership${where}`;
+    case "DENY_ESCALATION":
+      return `this would give permissions you do not hold${where}: ${(decision.permissions ?? []).map(label).join(", ")}`;
     case "DENY_LAST_ADMIN": return "the last active Admin of the organization must stay";
     case "DENY_PLAN": return "the organization's plan does not allow it (Pro needed)";
     case "DENY_DEPTH": return "organizations nest at most five levels deep";
-    case "DENY_NOT_EMPTY": return "the organization still has devices, members or sub-organizations";
+    case "DENY_NOT_EMPTY":
+      return decision.device ? `the organization still holds device ${decision.device}`
+        : decision.user ? `the organization still has member ${userName(decision.user)}`
+        : decision.org ? `the organization still has sub-organization ${orgName(decision.org)}`
+        : "the organization is not empty";
     case "DENY_INVALID_TARGET": return "the target is not valid (unknown, not an active member, in another tree, or already exists)";
     case "DENY_USER_INACTIVE": return "your account is not active";
     default: return decision.code;
@@ -127,6 +123,8 @@ function whyCommand(decision, cmd) {
 
 async function boot() {
   await init();
+  LABELS = PolicyEngine.permissionLabels();
+  PERMISSIONS = Object.keys(LABELS).sort();
   $("#signout").onclick = signOut;
   const accept = location.hash.match(/accept=([\w-]+)/);
   if (accept) return renderAccept(accept[1]);
