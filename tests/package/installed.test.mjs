@@ -190,7 +190,7 @@ const rendered = (page) =>
     }),
   }));
 
-const row = (id, bob, code) => ({ id, bob, disabled: code !== "ALLOW", code, reason: code === "ALLOW" ? null : code });
+const row = (id, bob, code, reason = code === "ALLOW" ? null : code) => ({ id, bob, disabled: code !== "ALLOW", code, reason });
 const world = () => JSON.parse(readFileSync(join(ROOT, "tests/fixtures/world.json"), "utf8"));
 
 async function expectReactApp(url, name) {
@@ -205,11 +205,12 @@ async function expectReactApp(url, name) {
   try {
     await page.goto(url);
     await settle("1");
-    // alice sees both devices; bob (Staff of east) sees thermo-1 only and may remove neither.
+    // alice sees both devices; bob (Staff of east) sees thermo-1 only and may remove neither: the
+    // decision names the permission he lacks (devices.remove).
     assert.deepEqual(await rendered(page), {
       revision: "1",
       status: "live",
-      devices: [row("lock-1", false, "DENY_NO_PERMISSION"), row("thermo-1", true, "DENY_NO_PERMISSION")],
+      devices: [row("lock-1", false, "DENY_NO_PERMISSION", "DENY_NO_PERMISSION (needs devices.remove)"), row("thermo-1", true, "DENY_NO_PERMISSION", "DENY_NO_PERMISSION (needs devices.remove)")],
     });
     assert.equal(await page.locator('[data-device="thermo-1"] button').isDisabled(), true);
     mkdirSync(ARTIFACTS, { recursive: true });
@@ -229,7 +230,7 @@ async function expectReactApp(url, name) {
       ],
     });
     await settle("2");
-    assert.deepEqual((await rendered(page)).devices, [row("cam-1", true, "ALLOW"), row("lock-1", false, "DENY_NO_PERMISSION"), row("thermo-1", true, "ALLOW")]);
+    assert.deepEqual((await rendered(page)).devices, [row("cam-1", true, "ALLOW"), row("lock-1", false, "DENY_NO_PERMISSION", "DENY_NO_PERMISSION (needs devices.remove)"), row("thermo-1", true, "ALLOW")]);
 
     // A reload (resync): a new engine replaces the visible one, which is then freed.
     const next = world();
@@ -237,7 +238,7 @@ async function expectReactApp(url, name) {
     next.devices = next.devices.filter((d) => d.id !== "lock-1");
     await page.evaluate((s) => window.fleet.resync(s), next);
     await settle("7");
-    assert.deepEqual((await rendered(page)).devices, [row("thermo-1", true, "DENY_NO_PERMISSION")]);
+    assert.deepEqual((await rendered(page)).devices, [row("thermo-1", true, "DENY_NO_PERMISSION", "DENY_NO_PERMISSION (needs devices.remove)")]);
     assert.deepEqual(await page.evaluate(() => window.fleet.errors), []);
     assert.deepEqual(errors, []);
   } finally {
