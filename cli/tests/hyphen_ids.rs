@@ -60,4 +60,5 @@ fn every_id_flag_takes_ids_that_begin_with_a_dash() {
     assert_eq!(project["devices"][0]["id"], "-1");
     // An id flag still needs its value.
     assert_eq!(run(&["visible", &w, "--user"]).status.code(), Some(2));
+    let _ = std::fs::remove_file(&w);
 }
