@@ -70,7 +70,7 @@ pub async fn login(
     Json(req): Json<Login>,
 ) -> ApiResult<Response> {
     let key = format!("login:{}", req.email.trim().to_ascii_lowercase());
-    let ip = App::addr_key(addr);
+    let ip = addr;
     app.logins.check(&key, ip, now()).map_err(ApiError::Throttled)?;
     let engine = app.engine();
     let user = engine.user_by_email(req.email.trim());

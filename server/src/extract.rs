@@ -1,7 +1,7 @@
 //! Request extractors: the authenticated caller (session token, cookie or access token), the
 //! edge credential, strict JSON bodies and the client address.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use axum::body::Bytes;
 use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
@@ -94,15 +94,24 @@ impl FromRequestParts<AppState> for EdgeCaller {
     }
 }
 
-/// The client's address (for throttling).
+/// The client's address (for throttling): the TCP peer, or — when the peer is a proxy named by
+/// `--trusted-proxy` — the last address of its `X-Forwarded-For` (the one it appended).
 #[derive(Debug, Clone, Copy)]
-pub struct ClientAddr(pub Option<SocketAddr>);
+pub struct ClientAddr(pub Option<IpAddr>);
 
-impl<S: Send + Sync> FromRequestParts<S> for ClientAddr {
+impl FromRequestParts<AppState> for ClientAddr {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        Ok(ClientAddr(parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0)))
+    async fn from_request_parts(parts: &mut Parts, app: &AppState) -> Result<Self, Self::Rejection> {
+        let peer = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
+        let forwarded = || {
+            let v = parts.headers.get_all("x-forwarded-for").iter().next_back()?.to_str().ok()?;
+            v.rsplit(',').next()?.trim().parse::<IpAddr>().ok()
+        };
+        Ok(ClientAddr(match peer {
+            Some(ip) if app.cfg.trusted_proxies.contains(&ip) => forwarded().or(Some(ip)),
+            other => other,
+        }))
     }
 }
 

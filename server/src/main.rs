@@ -110,6 +110,10 @@ struct ServeArgs {
     /// Most connections served at once (more wait to be accepted).
     #[arg(long, default_value_t = 1024)]
     max_connections: usize,
+    /// A proxy (e.g. an edge gateway) whose `X-Forwarded-For` names the client address that
+    /// login throttling counts; repeat for several. Other peers' `X-Forwarded-For` is ignored.
+    #[arg(long = "trusted-proxy")]
+    trusted_proxies: Vec<std::net::IpAddr>,
     /// Seconds a request may take to be answered (event streams: until their headers).
     #[arg(long, default_value_t = 15)]
     request_timeout: u64,
@@ -364,6 +368,7 @@ fn run_server(args: ServeArgs) -> Result<(), String> {
             command_days: args.command_days.max(1),
         },
         edge_tokens: edge_tokens(args.edge_token_file.as_ref())?,
+        trusted_proxies: args.trusted_proxies.clone(),
     };
     let renew = cfg.renew_seconds;
     let app = Arc::new(App::new(store, ReadPool::new(&args.db), cfg)?);

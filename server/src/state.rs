@@ -51,6 +51,8 @@ pub struct Config {
     pub retention: Retention,
     /// Hashes (SHA-256) of the edge credentials.
     pub edge_tokens: HashSet<String>,
+    /// Proxies (e.g. edge gateways) whose `X-Forwarded-For` names the client for throttling.
+    pub trusted_proxies: Vec<IpAddr>,
 }
 
 /// A live session, as the authentication path sees it.
@@ -473,11 +475,6 @@ impl App {
     /// How many event streams are open: (user, edge).
     pub fn stream_counts(&self) -> (usize, usize) {
         self.subs.lock().map(|s| (s.users.len(), s.edges.len())).unwrap_or((0, 0))
-    }
-
-    /// The client address a throttle counts.
-    pub fn addr_key(addr: Option<std::net::SocketAddr>) -> Option<IpAddr> {
-        addr.map(|a| a.ip())
     }
 }
 

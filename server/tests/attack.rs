@@ -55,9 +55,15 @@ fn raw_from(source: [u8; 4], server: &Server, request: &str) -> (u16, String) {
 }
 
 fn login_request(email: &str, password: &str) -> String {
+    login_request_via(email, password, None)
+}
+
+/// A login request, optionally with the `X-Forwarded-For` a proxy would add.
+fn login_request_via(email: &str, password: &str, forwarded_for: Option<&str>) -> String {
     let body = json!({"email": email, "password": password}).to_string();
+    let xff = forwarded_for.map(|a| format!("X-Forwarded-For: {a}\r\n")).unwrap_or_default();
     format!(
-        "POST /api/login HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        "POST /api/login HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n{xff}Connection: close\r\n\r\n{body}",
         body.len()
     )
 }
@@ -132,6 +138,27 @@ fn throttled_logins_and_claims() {
     assert_eq!(audit_rows(&server), before + 5);
     let bytes = db_bytes(&server);
     assert!(!contains(&bytes, "GUESS-0") && !contains(&bytes, CLAIM), "a claim code is stored in the clear");
+}
+
+/// Behind a trusted proxy (an edge), the client address throttling counts is the one the proxy
+/// appended to `X-Forwarded-For`; from any other peer the header is ignored.
+#[test]
+fn throttling_behind_a_trusted_proxy() {
+    let server = Server::start_with("proxy", Some(&world()), &["--trusted-proxy", "127.0.0.5"]);
+    let via = |from: [u8; 4], client: &str, email: &str, pw: &str| {
+        raw_from(from, &server, &login_request_via(email, pw, Some(client))).0
+    };
+    for i in 0..50 {
+        assert_eq!(via([127, 0, 0, 5], "192.0.2.7", &format!("spray{i}@example.test"), "x"), 401);
+    }
+    // That client is throttled; another client behind the same proxy is not.
+    assert_eq!(via([127, 0, 0, 5], "192.0.2.7", "jones@example.test", PASSWORD), 429);
+    assert_eq!(via([127, 0, 0, 5], "spoofed, 192.0.2.8", "jones@example.test", PASSWORD), 200);
+    // An untrusted peer cannot pick its address with the header.
+    for i in 0..50 {
+        assert_eq!(via([127, 0, 0, 6], &format!("192.0.2.{}", 100 + i), &format!("spray{i}@example.test"), "x"), 401);
+    }
+    assert_eq!(via([127, 0, 0, 6], "192.0.2.200", "jones@example.test", PASSWORD), 429);
 }
 
 /// Reads an SSE stream until it ends; returns how long after `since` it ended.
