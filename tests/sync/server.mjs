@@ -3,6 +3,7 @@ import { spawn } from "node:child_process";
 import { existsSync } from "node:fs";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
+import { waitFor } from "../edge/harness.mjs";
 
 const ROOT = fileURLToPath(new URL("../../", import.meta.url));
 
@@ -47,17 +48,4 @@ export function startServer(args, { timeoutMs = 60000 } = {}) {
 }
 
 /** Polls `fn` until it returns a truthy value or the deadline passes (then throws `what`). */
-export async function until(fn, what, timeoutMs = 15000) {
-  const deadline = Date.now() + timeoutMs;
-  let last;
-  for (;;) {
-    try {
-      last = await fn();
-      if (last) return last;
-    } catch (e) {
-      last = e;
-    }
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what} (last: ${last?.stack ?? JSON.stringify(last)})`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
+export const until = (fn, what, timeoutMs = 15000) => waitFor(what, fn, { timeout: timeoutMs, interval: 20 });
