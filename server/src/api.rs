@@ -442,7 +442,8 @@ pub async fn command(State(app): State<AppState>, caller: Caller, JsonText(text)
                     tracing::info!("invitation for {email} into {org}");
                     out.insert("userId".into(), json!(uid));
                     out.insert("acceptLink".into(), json!(link));
-                    out.insert("expiresAt".into(), json!(now() + a.cfg.invite_seconds));
+                    let expires_at = now() + a.cfg.invite_seconds;
+                    out.insert("expiresAt".into(), json!(expires_at));
                     let message = if a.cfg.demo {
                         format!("Accept your invitation: {link}")
                     } else {
@@ -452,7 +453,7 @@ pub async fn command(State(app): State<AppState>, caller: Caller, JsonText(text)
                         token_hash: auth::digest(&token),
                         user: uid.to_string(),
                         org: org.to_string(),
-                        expires_at: now() + a.cfg.invite_seconds,
+                        expires_at,
                         email: email.clone(),
                         message,
                     });

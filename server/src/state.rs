@@ -55,6 +55,14 @@ pub struct Config {
     pub trusted_proxies: Vec<IpAddr>,
 }
 
+impl Config {
+    /// How long a retired key stays published: the longest validity of what it signed
+    /// (signed snapshots and deltas, access tokens).
+    pub fn key_keep_seconds(&self) -> i64 {
+        self.signed_seconds.max(self.token_seconds)
+    }
+}
+
 /// A live session, as the authentication path sees it.
 #[derive(Debug, Clone)]
 pub struct Session {
@@ -209,7 +217,7 @@ impl App {
             sessions.insert(s.token_hash.clone(), Session { id: s.id, user: s.user, expires_at: s.expires_at });
         }
         let rows = store.reads().keys().map_err(|e| e.0)?;
-        let keys = KeySet::of(&rows, cfg.signed_seconds.max(cfg.token_seconds), now())
+        let keys = KeySet::of(&rows, cfg.key_keep_seconds(), now())
             .ok_or_else(|| "the store has no active signing key".to_owned())?;
         let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
         Ok(Self {
@@ -427,12 +435,11 @@ impl App {
     /// Ends the sessions past their expiry. Blocking.
     pub fn end_expired(&self) -> ApiResult<()> {
         let at = now();
-        if self.sessions.expired(at).is_empty() {
+        let mut all = self.sessions.expired(at);
+        if all.is_empty() {
             return Ok(());
         }
-        let ended = self.with_store(|s| Ok(s.end_expired_sessions(at)?))?;
-        let mut all = self.sessions.expired(at);
-        all.extend(ended);
+        all.extend(self.with_store(|s| Ok(s.end_expired_sessions(at)?))?);
         self.forget_sessions(&all);
         Ok(())
     }
@@ -453,7 +460,7 @@ impl App {
     /// Reloads the signing keys when the store's active key changed (`rotate-key`). Blocking.
     pub fn reload_keys(&self) -> ApiResult<bool> {
         let rows = self.reads.with(|r| r.keys())?;
-        let Some(next) = KeySet::of(&rows, self.cfg.signed_seconds.max(self.cfg.token_seconds), now()) else {
+        let Some(next) = KeySet::of(&rows, self.cfg.key_keep_seconds(), now()) else {
             return Ok(false);
         };
         let cur = self.keys();

@@ -370,7 +370,7 @@ impl Store {
 
     /// Ends every live session past its expiry; returns their ids.
     pub fn end_expired_sessions(&mut self, at: i64) -> StoreResult<Vec<String>> {
-        end_sessions_where(&self.conn, "expires_at <= CAST(?1 AS INTEGER)", &at.to_string(), "expired")
+        end_sessions_where(&self.conn, "expires_at <= ?1", at, "expired")
     }
 
     /// Adds a signing key and makes it the active one: the previous active key is retired now.
@@ -678,7 +678,7 @@ fn insert_session(c: &Connection, s: &SessionRow) -> StoreResult<()> {
 }
 
 /// Ends the live sessions matching `cond` (with `?1` bound to `arg`); returns their ids.
-fn end_sessions_where(c: &Connection, cond: &str, arg: &str, reason: &str) -> StoreResult<Vec<String>> {
+fn end_sessions_where(c: &Connection, cond: &str, arg: impl rusqlite::ToSql, reason: &str) -> StoreResult<Vec<String>> {
     let ids: Vec<String> = {
         let mut stmt = db(c.prepare_cached(&format!("SELECT id FROM sessions WHERE ended_at IS NULL AND {cond}")))?;
         let rows = db(stmt.query_map([arg], |r| r.get(0)))?;
