@@ -207,12 +207,10 @@ mod tests {
     #[test]
     fn sessions_end_on_suspension_and_last_membership() {
         let mut e = world();
-        let cmd = Command::parse(r#"{"op":"removeMember","user":"bob","org":"b"}"#).unwrap();
         let delta =
             Delta::new(3, 4, vec![Op::RemoveMembership { user: Id::new("bob").unwrap(), org: Id::new("b").unwrap() }]);
         e.apply_delta(&delta).unwrap();
         assert_eq!(e.users_signed_out_by(&delta), vec!["bob".to_owned()]);
-        let _ = cmd;
     }
 
     #[test]
