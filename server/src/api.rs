@@ -77,7 +77,7 @@ pub async fn login(
     let a = app.clone();
     let uid = user.as_ref().map(|u| u.id.to_string());
     let stored = blocking(move || match uid {
-        Some(u) => Ok(a.reads.with(|r| r.password_hash(&u))?),
+        Some(u) => Ok(a.db.password_hash(&u)?),
         None => Ok(None),
     })
     .await?;
@@ -222,7 +222,7 @@ pub async fn snapshot(
 /// change log no longer reaches back. Runs on a copy of a published version: no lock is held.
 fn catch_up(app: &App, engine: &Engine, viewer: &str, since: u64) -> ApiResult<Option<Delta>> {
     let rev = engine.revision();
-    let Some(inverse) = app.reads.with(|r| r.inverses_between(since, rev))? else { return Ok(None) };
+    let Some(inverse) = app.db.inverses_between(since, rev)? else { return Ok(None) };
     let mut copy = engine.clone();
     let mut old = copy
         .with_ops(&inverse, |old| old.project(viewer))
@@ -380,12 +380,11 @@ pub async fn device_command(
     let params = Value::Object(req.params.unwrap_or_default()).to_string();
     let a = app.clone();
     if !decision.allowed {
-        blocking(move || a.with_store(|s| Ok(s.audit(&audit)?))).await?;
+        blocking(move || Ok(a.db.audit(&audit)?)).await?;
         return Err(ApiError::denied(decision.code.as_str()));
     }
     let (user, name, device) = (caller.user.clone(), req.name.clone(), id.clone());
-    let cmd_id =
-        blocking(move || a.with_store(|s| Ok(s.queue_device_command(&device, &user, &name, &params, &audit)?))).await?;
+    let cmd_id = blocking(move || Ok(a.db.queue_device_command(&device, &user, &name, &params, &audit)?)).await?;
     Ok((
         StatusCode::ACCEPTED,
         axum::Json(json!({"id": cmd_id, "status": "queued", "device": id, "decision": decision})),
@@ -417,7 +416,7 @@ pub async fn command(State(app): State<AppState>, caller: Caller, JsonText(text)
             let (mut decision, delta) = e.command_delta(&actor, &cmd)?;
             if let (Some(expected), Command::ClaimDevice { device, .. }) = (&verified_claim, &cmd) {
                 // The code was verified against this hash; it must still be the device's.
-                if a.reads.with(|r| r.claim_code_hash(device.as_str()))?.as_ref() != Some(expected) {
+                if a.db.claim_code_hash(device.as_str())?.as_ref() != Some(expected) {
                     decision = Decision::of(Code::DenyInvalidTarget);
                 }
             }
@@ -480,7 +479,7 @@ async fn check_claim(app: &AppState, caller: &Caller, device: &str, code: &str) 
     app.claims.check(&akey, None, t).map_err(ApiError::Throttled)?;
     let a = app.clone();
     let d = device.to_owned();
-    let stored = blocking(move || Ok(a.reads.with(|r| r.claim_code_hash(&d))?)).await?;
+    let stored = blocking(move || Ok(a.db.claim_code_hash(&d)?)).await?;
     let hash = stored.clone().unwrap_or_else(|| app.dummy_hash.clone());
     let code = code.to_owned();
     let ok =
@@ -504,7 +503,7 @@ async fn check_claim(app: &AppState, caller: &Caller, device: &str, code: &str) 
                 detail: json!({"op": "claimDevice", "device": device, "reason": "wrong claim code"}),
             };
             let a = app.clone();
-            blocking(move || a.with_store(|s| Ok(s.audit(&audit)?))).await?;
+            blocking(move || Ok(a.db.audit(&audit)?)).await?;
             Err(ApiError::denied(Code::DenyInvalidTarget.as_str()))
         }
     }
@@ -525,7 +524,7 @@ pub async fn accept_invite(State(app): State<AppState>, Json(req): Json<Accept>)
     let token_hash = auth::digest(&req.token);
     let a = app.clone();
     let th = token_hash.clone();
-    let invite = blocking(move || Ok(a.reads.with(|r| r.invite(&th))?)).await?;
+    let invite = blocking(move || Ok(a.db.invite(&th)?)).await?;
     let invite = invite
         .filter(|i| i.open)
         .ok_or_else(|| ApiError::NotFound("UNKNOWN_INVITE", "no pending invitation for this token".into()))?;
@@ -618,7 +617,7 @@ pub async fn audit(State(app): State<AppState>, caller: Caller, Query(q): Query<
         if orgs.is_empty() {
             return Ok(axum::Json(Vec::<Value>::new()).into_response());
         }
-        let rows = a.reads.with(|r| r.audit_page(&orgs, q.before, limit))?;
+        let rows = a.db.audit_page(&orgs, q.before, limit)?;
         let viewer = caller.user.as_str();
         let shown = |id: &Option<String>| id.clone().filter(|i| engine.audit_shows(viewer, i));
         let out: Vec<Value> = rows
@@ -645,7 +644,7 @@ pub async fn outbox(State(app): State<AppState>, caller: Caller) -> ApiResult<Re
     let a = app.clone();
     blocking(move || {
         let orgs = engine.outbox_orgs(&caller.user);
-        Ok(axum::Json(a.reads.with(|r| r.outbox(&orgs))?).into_response())
+        Ok(axum::Json(a.db.outbox(&orgs)?).into_response())
     })
     .await
 }
@@ -660,12 +659,17 @@ pub async fn keys(State(app): State<AppState>) -> Response {
     res
 }
 
-/// `GET /healthz`: liveness, the revision, live sessions and open streams.
+/// `GET /healthz`: liveness and readiness — `ready` is false (and the status 503) while a
+/// replica is catching up with the store — the revision, the store, sessions cached, open
+/// streams.
 pub async fn healthz(State(app): State<AppState>) -> Response {
     let (users, edges) = app.stream_counts();
-    axum::Json(json!({"status": "ok", "revision": app.engine().revision(), "sessions": app.sessions.len(),
-        "streams": {"users": users, "edges": edges}}))
-    .into_response()
+    let ready = app.is_ready();
+    let body = json!({"status": if ready { "ok" } else { "catching up" }, "ready": ready,
+        "revision": app.engine().revision(), "store": if app.db.shared() { "postgres" } else { "sqlite" },
+        "sessions": app.sessions.len(), "streams": {"users": users, "edges": edges}});
+    let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (status, axum::Json(body)).into_response()
 }
 
 /// `GET /api/demo`: the demo logins (demo mode only).

@@ -45,7 +45,7 @@ pub async fn snapshot(State(app): State<AppState>, _: EdgeCaller, headers: Heade
 
 /// The full delta from `since` to `upto` as one delta: the stored deltas' ops in order.
 fn merged(app: &App, since: u64, upto: u64) -> ApiResult<Option<Delta>> {
-    let Some(list) = app.reads.with(|r| r.deltas_between(since, upto))? else { return Ok(None) };
+    let Some(list) = app.db.deltas_between(since, upto)? else { return Ok(None) };
     let ops = list.into_iter().flat_map(|d| d.ops).collect();
     Ok(Some(Delta::new(since, upto, ops)))
 }
@@ -97,7 +97,7 @@ pub async fn events(
 /// `GET /api/edge/revoked`: the sessions that ended less than five minutes ago.
 pub async fn revoked(State(app): State<AppState>, _: EdgeCaller) -> ApiResult<Response> {
     let a = app.clone();
-    let sessions = blocking(move || Ok(a.reads.with(|r| r.ended_since(now() - REVOKED_SECONDS))?)).await?;
+    let sessions = blocking(move || Ok(a.db.ended_since(now() - REVOKED_SECONDS)?)).await?;
     let mut res = axum::Json(json!({"sessions": sessions})).into_response();
     res.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     Ok(res)

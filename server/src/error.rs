@@ -31,6 +31,8 @@ pub enum ApiError {
     Throttled(u64),
     /// 503 `UNAVAILABLE`: the server is busy (a bounded queue is full).
     Busy,
+    /// 503 `UNAVAILABLE`: this replica is catching up with the store (SPEC §9).
+    NotReady,
     /// An engine error (`INVALID_COMMAND`, invariant codes, …) with its status.
     Engine(fleetgate::Error),
     /// 500: logged, answered generically.
@@ -68,7 +70,7 @@ impl ApiError {
             ApiError::Conflict(code, _) => (StatusCode::CONFLICT, code),
             ApiError::Gone(code, _) => (StatusCode::GONE, code),
             ApiError::Throttled(_) => (StatusCode::TOO_MANY_REQUESTS, "TOO_MANY_ATTEMPTS"),
-            ApiError::Busy => (StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE"),
+            ApiError::Busy | ApiError::NotReady => (StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE"),
             ApiError::Engine(e) => {
                 let status = match e.kind() {
                     C::RevisionMismatch => StatusCode::CONFLICT,
@@ -99,6 +101,7 @@ impl ApiError {
             ApiError::InvalidCredentials => "unknown email or wrong password".to_owned(),
             ApiError::Throttled(s) => format!("too many failed attempts; try again in {s} s"),
             ApiError::Busy => "the server is busy; try again".to_owned(),
+            ApiError::NotReady => "this replica is catching up with the store; try again".to_owned(),
             ApiError::Engine(e) => e.message().to_owned(),
             ApiError::Internal(_) => "internal error".to_owned(),
         }
@@ -123,7 +126,7 @@ impl IntoResponse for ApiError {
             ApiError::RefusedBody(..) => {
                 h.insert(header::CONNECTION, HeaderValue::from_static("close"));
             }
-            ApiError::Busy => {
+            ApiError::Busy | ApiError::NotReady => {
                 h.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             }
             _ => {}

@@ -49,14 +49,13 @@ pub fn authenticate(app: &AppState, headers: &HeaderMap) -> Result<Caller, ApiEr
         }
         let claims = fleetgate::token::verify_token(token, &app.keys().verify, t.max(0) as u64)
             .map_err(|_| ApiError::Unauthenticated("invalid or expired access token"))?;
-        let s = app.sessions.by_id(&claims.sid).ok_or(ApiError::Unauthenticated("the session has ended"))?;
+        let s = app.session_by_id(&claims.sid).ok_or(ApiError::Unauthenticated("the session has ended"))?;
         if s.user != claims.sub {
             return Err(ApiError::Unauthenticated("invalid access token"));
         }
         s
     } else {
-        app.sessions
-            .by_token(&crate::auth::digest(token))
+        app.session_by_token(&crate::auth::digest(token))
             .ok_or(ApiError::Unauthenticated("unknown or ended session"))?
     };
     if session.expires_at <= t {

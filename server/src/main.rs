@@ -8,6 +8,7 @@ mod demo;
 mod edge;
 mod error;
 mod extract;
+mod replica;
 mod state;
 mod store;
 mod throttle;
@@ -31,7 +32,7 @@ use tower_http::services::ServeDir;
 
 use crate::error::ApiError;
 use crate::state::{key_id_of, App, AppState, Config};
-use crate::store::{ReadPool, Retention, Store};
+use crate::store::{Db, Retention};
 
 /// The fleetgate server.
 #[derive(Parser, Debug)]
@@ -51,6 +52,9 @@ enum Cmd {
         /// The SQLite database file.
         #[arg(long, default_value = "./fleetgate.db")]
         db: PathBuf,
+        /// The PostgreSQL store instead (`postgres://…`).
+        #[arg(long)]
+        database_url: Option<String>,
     },
 }
 
@@ -62,6 +66,10 @@ struct ServeArgs {
     /// The SQLite database file.
     #[arg(long, default_value = "./fleetgate.db")]
     db: PathBuf,
+    /// Keep the state in PostgreSQL instead (`postgres://user@host:port/db`), shared by every
+    /// replica started with the same URL (SPEC §9). `--demo` seeds it only when it is empty.
+    #[arg(long)]
+    database_url: Option<String>,
     /// Load a world `{"snapshot", "passwords", "claimCodes"?}`, replacing the stored one.
     #[arg(long, conflicts_with = "demo")]
     seed: Option<PathBuf>,
@@ -146,7 +154,9 @@ fn hash_all(pairs: Vec<(String, String)>) -> Result<Vec<(String, String)>, Strin
     })
 }
 
-fn seed_store(store: &mut Store, seed: serde_json::Value) -> Result<(), String> {
+/// Seeds the store; with `only_if_empty`, a store with a world is left alone. Returns whether
+/// it seeded.
+fn seed_store(store: &Db, seed: serde_json::Value, only_if_empty: bool) -> Result<bool, String> {
     let seed: Seed = serde_json::from_value(seed).map_err(|e| format!("seed: {e}"))?;
     let doc = SnapshotDoc::parse(&seed.snapshot.to_string()).map_err(|e| format!("seed snapshot: {e}"))?;
     let engine = Engine::from_doc(doc.clone()).map_err(|e| format!("seed snapshot: {e}"))?;
@@ -165,10 +175,10 @@ fn seed_store(store: &mut Store, seed: serde_json::Value) -> Result<(), String> 
     }
     let hashed = hash_all(seed.passwords.into_iter().collect())?;
     let claims = hash_all(seed.claim_codes.into_iter().collect())?;
-    store.seed(&doc, &hashed, &claims).map_err(|e| e.0)
+    store.seed(&doc, &hashed, &claims, only_if_empty).map_err(|e| e.0)
 }
 
-fn new_key(store: &mut Store) -> Result<String, String> {
+fn new_key(store: &Db) -> Result<String, String> {
     let secret = auth::random_key()?;
     let id = key_id_of(&secret);
     store.rotate_key(&id, &secret).map_err(|e| e.0)?;
@@ -220,6 +230,14 @@ async fn harden(timeout: Duration, req: Request, next: Next) -> Response {
     res
 }
 
+/// A replica that is not current with the store (SPEC §9) answers no `/api` request.
+async fn ready(axum::extract::State(app): axum::extract::State<AppState>, req: Request, next: Next) -> Response {
+    if !app.is_ready() && req.uri().path().starts_with("/api/") {
+        return ApiError::NotReady.into_response();
+    }
+    next.run(req).await
+}
+
 fn router(app: AppState, args: &ServeArgs) -> Router {
     let timeout = Duration::from_secs(args.request_timeout.max(1));
     Router::new()
@@ -247,6 +265,7 @@ fn router(app: AppState, args: &ServeArgs) -> Router {
         .nest_service("/pkg", ServeDir::new(&args.pkg))
         .fallback_service(ServeDir::new(&args.www))
         .layer(DefaultBodyLimit::max(api::MAX_BODY))
+        .layer(axum::middleware::from_fn_with_state(app.clone(), ready))
         .layer(axum::middleware::from_fn(move |req, next| harden(timeout, req, next)))
         .with_state(app)
 }
@@ -337,21 +356,40 @@ async fn serve(listener: tokio::net::TcpListener, app: Router, max: usize) {
     }
 }
 
+/// Opens the store the flags name: PostgreSQL with `--database-url`, else the SQLite file.
+fn open_store(
+    url: Option<&str>,
+    db: &std::path::Path,
+    sync_full: bool,
+    reset: bool,
+    rt: &tokio::runtime::Runtime,
+) -> Result<Db, String> {
+    match url {
+        Some(url) => Db::postgres(url, rt.handle().clone()).map_err(|e| e.0),
+        None => Db::sqlite(db, sync_full, reset).map_err(|e| e.0),
+    }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, String> {
+    // Blocking threads are bounded too: each keeps its own allocator arena.
+    tokio::runtime::Builder::new_multi_thread().enable_all().max_blocking_threads(64).build().map_err(|e| e.to_string())
+}
+
 fn run_server(args: ServeArgs) -> Result<(), String> {
+    let rt = runtime()?;
     let replacing = args.seed.is_some() || args.demo;
-    let mut store = Store::open(&args.db, args.sync_full, replacing).map_err(|e| e.0)?;
+    let store = open_store(args.database_url.as_deref(), &args.db, args.sync_full, replacing, &rt)?;
     if let Some(path) = &args.seed {
         let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
         let value: serde_json::Value =
             serde_json::from_str(&text).map_err(|e| format!("seed {}: {e}", path.display()))?;
-        seed_store(&mut store, value)?;
+        seed_store(&store, value, false)?;
         tracing::info!("seeded the world from {}", path.display());
-    } else if args.demo && store.reads().revision().map_err(|e| e.0)?.is_none() {
-        seed_store(&mut store, demo::seed())?;
+    } else if args.demo && store.revision().map_err(|e| e.0)?.is_none() && seed_store(&store, demo::seed(), true)? {
         tracing::info!("seeded the demo world");
     }
-    if store.reads().keys().map_err(|e| e.0)?.iter().all(|k| k.retired_at.is_some()) {
-        let id = new_key(&mut store)?;
+    if store.keys().map_err(|e| e.0)?.iter().all(|k| k.retired_at.is_some()) {
+        let id = new_key(&store)?;
         tracing::info!("made signing key {id}");
     }
     let cfg = Config {
@@ -371,24 +409,22 @@ fn run_server(args: ServeArgs) -> Result<(), String> {
         trusted_proxies: args.trusted_proxies.clone(),
     };
     let renew = cfg.renew_seconds;
-    let app = Arc::new(App::new(store, ReadPool::new(&args.db), cfg)?);
+    let app = Arc::new(App::new(store, cfg)?);
     {
         let e = app.engine();
         let (orgs, users, _, devices) = e.counts();
         tracing::info!("revision {}: {orgs} orgs, {users} users, {devices} devices", e.revision());
     }
     let routes = router(app.clone(), &args);
-    // Blocking threads are bounded too: each keeps its own allocator arena.
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .max_blocking_threads(64)
-        .build()
-        .map_err(|e| e.to_string())?;
+    let url = args.database_url.clone();
     rt.block_on(async move {
         let listener = tokio::net::TcpListener::bind(args.listen)
             .await
             .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
         let addr = listener.local_addr().map_err(|e| e.to_string())?;
+        if let Some(url) = url {
+            replica::spawn(app.clone(), url);
+        }
         spawn_background(app, renew);
         tracing::info!("fleetgate-server listening on http://{addr}");
         println!("fleetgate-server listening on http://{addr}");
@@ -404,11 +440,13 @@ fn main() -> std::process::ExitCode {
         .init();
     let args = Args::parse();
     let result = match args.cmd {
-        Some(Cmd::RotateKey { db }) => Store::open(&db, false, false).map_err(|e| e.0).and_then(|mut s| {
-            let id = new_key(&mut s)?;
-            println!("active signing key: {id}");
-            Ok(())
-        }),
+        Some(Cmd::RotateKey { db, database_url }) => {
+            runtime().and_then(|rt| open_store(database_url.as_deref(), &db, false, false, &rt)).and_then(|s| {
+                let id = new_key(&s)?;
+                println!("active signing key: {id}");
+                Ok(())
+            })
+        }
         None => run_server(args.serve),
     };
     match result {

@@ -11,13 +11,23 @@
 //! engine refuses the delta nothing is stored; if the store fails nothing is published: the
 //! engine and the database never split.
 //!
+//! **Many replicas** (PostgreSQL, SPEC §9): the store's write transaction serializes writers
+//! of every process, so a commit first catches the published engine up with the changes other
+//! replicas committed (read inside that transaction), then decides on exactly the state it
+//! commits onto. Changes committed elsewhere arrive by `LISTEN/NOTIFY` (`replica.rs`) and are
+//! applied by [`App::catch_up`] under the writer lock, in revision order, each fanned out to
+//! this replica's streams like a local commit: no gap, no duplicate. Sessions live in the
+//! store; this process caches the live ones it has seen and forgets those ended anywhere.
+//!
 //! **Lock order** (a lock is only ever taken while holding the ones before it):
-//! `writer` → `world` → `subs`; `sessions` and `keys` are leaves held for map operations only.
+//! `writer` → the store's write transaction → `world` → `subs`; `sessions` and `keys` are
+//! leaves held for map operations only.
 //! `world`, `subs`, `sessions` and `keys` are never held across I/O, hashing or an `.await`;
 //! `writer` is taken only on blocking threads.
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use axum::response::sse::Event;
@@ -29,7 +39,7 @@ use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
 use crate::error::{ApiError, ApiResult};
-use crate::store::{now, AuditRow, Effects, KeyRow, ReadPool, Retention, SessionRow, Store};
+use crate::store::{now, Acceptance, AuditRow, Db, Effects, KeyRow, Retention, SessionRow};
 use crate::throttle::{Throttle, LOGIN};
 
 /// Settings of a running server (flags of `fleetgate-server`).
@@ -77,6 +87,9 @@ pub struct Session {
 pub struct Sessions {
     by_token: RwLock<HashMap<String, Arc<Session>>>,
     by_id: RwLock<HashMap<String, String>>,
+    /// Bumped by every removal: a session read from the store is cached only if no removal
+    /// happened while it was read (else a session ended meanwhile could be cached as live).
+    removals: AtomicU64,
 }
 
 impl Sessions {
@@ -102,6 +115,7 @@ impl Sessions {
     }
 
     fn remove(&self, sids: &[String]) {
+        self.removals.fetch_add(1, Ordering::SeqCst);
         let hashes: Vec<String> = match self.by_id.write() {
             Ok(mut m) => sids.iter().filter_map(|s| m.remove(s)).collect(),
             Err(_) => Vec::new(),
@@ -117,6 +131,14 @@ impl Sessions {
         self.by_token
             .read()
             .map(|m| m.values().filter(|s| s.expires_at <= at).map(|s| s.id.clone()).collect())
+            .unwrap_or_default()
+    }
+
+    /// The ids of the cached sessions of `users`.
+    fn of_users(&self, users: &[String]) -> Vec<String> {
+        self.by_token
+            .read()
+            .map(|m| m.values().filter(|s| users.contains(&s.user)).map(|s| s.id.clone()).collect())
             .unwrap_or_default()
     }
 
@@ -179,7 +201,6 @@ const SPARES: usize = 3;
 pub const STREAM_QUEUE: usize = 256;
 
 struct Writer {
-    store: Store,
     /// Previous versions (newest last), to be caught up and reused as the next one.
     spares: Vec<Arc<Engine>>,
     /// The latest deltas, to catch the spare up.
@@ -191,7 +212,10 @@ pub struct App {
     pub cfg: Config,
     world: RwLock<Arc<Engine>>,
     writer: Mutex<Writer>,
-    pub reads: ReadPool,
+    /// The store (SQLite, or PostgreSQL shared with other replicas).
+    pub db: Db,
+    /// Whether this replica is current with the store and may answer (always, on SQLite).
+    ready: AtomicBool,
     pub sessions: Sessions,
     pub logins: Throttle,
     pub claims: Throttle,
@@ -209,25 +233,26 @@ pub type AppState = Arc<App>;
 
 impl App {
     /// Builds the state from an opened store (seeded already) and the configuration.
-    pub fn new(store: Store, reads: ReadPool, cfg: Config) -> Result<Self, String> {
-        let doc = store.reads().load().map_err(|e| e.0)?;
+    pub fn new(db: Db, cfg: Config) -> Result<Self, String> {
+        let doc = db.load().map_err(|e| e.0)?;
         let engine = Engine::from_doc(doc).map_err(|e| format!("stored world: {e}"))?;
         let sessions = Sessions::default();
-        for s in store.reads().live_sessions(now()).map_err(|e| e.0)? {
+        for s in db.live_sessions(now()).map_err(|e| e.0)? {
             sessions.insert(s.token_hash.clone(), Session { id: s.id, user: s.user, expires_at: s.expires_at });
         }
-        let rows = store.reads().keys().map_err(|e| e.0)?;
+        let rows = db.keys().map_err(|e| e.0)?;
         let keys = KeySet::of(&rows, cfg.key_keep_seconds(), now())
             .ok_or_else(|| "the store has no active signing key".to_owned())?;
         let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
         Ok(Self {
             cfg,
             world: RwLock::new(Arc::new(engine)),
-            writer: Mutex::new(Writer { store, spares: Vec::new(), recent: VecDeque::new() }),
-            reads,
+            writer: Mutex::new(Writer { spares: Vec::new(), recent: VecDeque::new() }),
+            ready: AtomicBool::new(!db.shared()),
+            logins: if db.shared() { Throttle::shared(LOGIN, "login", db.clone()) } else { Throttle::new(LOGIN) },
+            claims: if db.shared() { Throttle::shared(LOGIN, "claim", db.clone()) } else { Throttle::new(LOGIN) },
+            db,
             sessions,
-            logins: Throttle::new(LOGIN),
-            claims: Throttle::new(LOGIN),
             subs: Mutex::new(Subscribers::default()),
             keys: RwLock::new(Arc::new(keys)),
             heavy: tokio::sync::Semaphore::new(2),
@@ -256,41 +281,79 @@ impl App {
         self.writer.lock().map_err(|_| ApiError::Internal("the writer lock was poisoned".into()))
     }
 
-    /// Runs `f` with the writer's store (blocking: call from a blocking thread).
-    pub fn with_store<R>(&self, f: impl FnOnce(&mut Store) -> ApiResult<R>) -> ApiResult<R> {
-        let mut w = self.writer()?;
-        f(&mut w.store)
+    /// Whether this replica is current with the store (readiness: `/healthz`, and every
+    /// `/api` request is refused with 503 until it is).
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::SeqCst)
     }
 
-    /// Decides with `decide` on the published version and commits the delta it returns, all
-    /// under the writer lock (blocking: call from a blocking thread). `decide` returns the delta
-    /// (or `None`: nothing to commit, e.g. a denial, whose audit row it may return) with the
-    /// audit row and effects; the commit fills in the effects the change itself implies.
+    /// Marks this replica current or not (the change listener, `replica.rs`).
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.store(ready, Ordering::SeqCst);
+    }
+
+    /// Decides with `decide` on the state the change commits onto and commits the delta it
+    /// returns, all under the writer lock and inside the store's serialized write transaction
+    /// (blocking: call from a blocking thread). `decide` returns the delta (or `None`: nothing
+    /// to commit, e.g. a denial, whose audit row it may return) with the audit row and effects;
+    /// the commit fills in the effects the change itself implies.
     pub fn commit_with<T>(
         &self,
         decide: impl FnOnce(&Engine) -> ApiResult<(Option<Delta>, AuditRow, Effects, T)>,
     ) -> ApiResult<T> {
         let mut w = self.writer()?;
-        let cur = self.engine();
-        let (delta, audit, mut fx, out) = decide(&cur)?;
-        let Some(delta) = delta else {
-            w.store.audit(&audit)?;
-            return Ok(out);
-        };
-        let mut next = take_spare(&mut w, &cur);
-        let Some(engine) = Arc::get_mut(&mut next) else {
-            return Err(ApiError::Internal("the next engine version is shared".into()));
-        };
-        if let Err(e) = engine.apply_delta(&delta) {
-            w.spares.push(next);
-            return Err(e.into());
+        let (out, done) = self.db.write(|tx| {
+            // Other replicas' changes first: the decision is made on the head it commits onto.
+            let head = tx.head()?;
+            let rev = self.engine().revision();
+            if head != rev {
+                match tx.deltas_between(rev, head)? {
+                    Some(missed) if head > rev => self.advance(&mut w, missed)?,
+                    _ => return Err(ApiError::Internal(format!("replica at {rev}, store at {head}: reload needed"))),
+                }
+            }
+            let cur = self.engine();
+            let (delta, audit, mut fx, out) = decide(&cur)?;
+            let Some(delta) = delta else {
+                tx.audit(&audit)?;
+                return Ok((out, None));
+            };
+            let mut next = take_spare(&mut w, &cur);
+            let Some(engine) = Arc::get_mut(&mut next) else {
+                return Err(ApiError::Internal("the next engine version is shared".into()));
+            };
+            if let Err(e) = engine.apply_delta(&delta) {
+                w.spares.push(next);
+                return Err(e.into());
+            }
+            fx.end_sessions_of = engine.users_signed_out_by(&delta);
+            fx.end_reason = if fx.end_reason.is_empty() { "access ended" } else { fx.end_reason };
+            fx.revoke_invites.extend(cur.invitations_revoked_by(&delta));
+            fx.void_claims.extend(claim_codes_voided_by(&delta));
+            let inverse = cur.inverse_ops(&delta.ops);
+            let ended = tx.commit(&delta, &inverse, &audit, &fx)?;
+            Ok((out, Some((cur, next, delta, ended, fx.acceptance))))
+        })?;
+        // Committed: publish (had the commit failed, `next` would be dropped unpublished).
+        if let Some((cur, next, delta, ended, acceptance)) = done {
+            self.publish(&mut w, cur, next, &delta)?;
+            if let Some(acc) = acceptance {
+                self.remember(&acc);
+            }
+            self.forget_sessions(&ended);
         }
-        fx.end_sessions_of = engine.users_signed_out_by(&delta);
-        fx.end_reason = if fx.end_reason.is_empty() { "access ended" } else { fx.end_reason };
-        fx.revoke_invites.extend(cur.invitations_revoked_by(&delta));
-        fx.void_claims.extend(claim_codes_voided_by(&delta));
-        let inverse = cur.inverse_ops(&delta.ops);
-        let ended = w.store.commit(&delta, &inverse, &audit, &fx)?;
+        Ok(out)
+    }
+
+    fn remember(&self, acc: &Acceptance) {
+        self.sessions.insert(
+            acc.session.token_hash.clone(),
+            Session { id: acc.session.id.clone(), user: acc.session.user.clone(), expires_at: acc.session.expires_at },
+        );
+    }
+
+    /// Publishes `next` (the published `cur` with `delta` applied) and fans the delta out.
+    fn publish(&self, w: &mut Writer, cur: Arc<Engine>, next: Arc<Engine>, delta: &Delta) -> ApiResult<()> {
         {
             let mut world = self.world.write().map_err(|_| ApiError::Internal("the world lock was poisoned".into()))?;
             *world = next.clone();
@@ -299,24 +362,125 @@ impl App {
         while w.recent.len() > 16 {
             w.recent.pop_front();
         }
-        if let Some(acc) = &fx.acceptance {
-            self.sessions.insert(
-                acc.session.token_hash.clone(),
-                Session {
-                    id: acc.session.id.clone(),
-                    user: acc.session.user.clone(),
-                    expires_at: acc.session.expires_at,
-                },
-            );
-        }
-        self.fan_out(&cur, &next, &delta);
-        self.forget_sessions(&ended);
+        self.fan_out(&cur, &next, delta);
         drop(next);
         w.spares.push(cur);
         if w.spares.len() > SPARES {
             w.spares.remove(0);
         }
-        Ok(out)
+        Ok(())
+    }
+
+    /// Applies changes committed by other replicas (oldest first) to the published engine,
+    /// each published and fanned out in turn; changes it has already are skipped.
+    fn advance(&self, w: &mut Writer, deltas: Vec<Delta>) -> ApiResult<()> {
+        for delta in deltas {
+            let cur = self.engine();
+            if delta.to.0 <= cur.revision() {
+                continue;
+            }
+            if delta.from.0 != cur.revision() {
+                return Err(ApiError::Internal(format!(
+                    "change {}→{} does not follow revision {}",
+                    delta.from.0,
+                    delta.to.0,
+                    cur.revision()
+                )));
+            }
+            let mut next = take_spare(w, &cur);
+            let Some(engine) = Arc::get_mut(&mut next) else {
+                return Err(ApiError::Internal("the next engine version is shared".into()));
+            };
+            engine.apply_delta(&delta).map_err(|e| ApiError::Internal(format!("stored change {}: {e}", delta.to.0)))?;
+            // Sessions the change ended were ended in the store by the replica that made it;
+            // the ones cached here go now (the store's notification may still be on its way).
+            let users = engine.users_signed_out_by(&delta);
+            self.publish(w, cur, next, &delta)?;
+            if !users.is_empty() {
+                self.forget_sessions(&self.sessions.of_users(&users));
+            }
+        }
+        Ok(())
+    }
+
+    /// Catches the published engine up with the store's head (changes other replicas
+    /// committed); returns the revision reached. When the change log no longer reaches back
+    /// (or the store went backwards: re-seeded), the world is reloaded and every stream closed
+    /// (clients reconnect and catch up). Blocking.
+    pub fn catch_up(&self) -> ApiResult<u64> {
+        let mut w = self.writer()?;
+        let head = self.db.revision()?.unwrap_or(0);
+        let rev = self.engine().revision();
+        if head == rev {
+            return Ok(rev);
+        }
+        let missed = if head > rev { self.db.deltas_between(rev, head)? } else { None };
+        match missed {
+            Some(missed) => {
+                if let Err(e) = self.advance(&mut w, missed) {
+                    tracing::warn!("catch-up: {e:?}; reloading the world");
+                    self.reload(&mut w)?;
+                }
+            }
+            None => self.reload(&mut w)?,
+        }
+        Ok(self.engine().revision())
+    }
+
+    /// Replaces the published engine by the store's world; closes every stream.
+    fn reload(&self, w: &mut Writer) -> ApiResult<()> {
+        let doc = self.db.load()?;
+        let engine = Engine::from_doc(doc).map_err(|e| ApiError::Internal(format!("stored world: {e}")))?;
+        tracing::info!("reloaded the world at revision {}", engine.revision());
+        {
+            let mut world = self.world.write().map_err(|_| ApiError::Internal("the world lock was poisoned".into()))?;
+            *world = Arc::new(engine);
+        }
+        w.spares.clear();
+        w.recent.clear();
+        if let Ok(mut s) = self.subs.lock() {
+            s.users.clear();
+            s.edges.clear();
+        }
+        Ok(())
+    }
+
+    /// The live session of a token hash: cached, or (replicas) read from the store.
+    pub fn session_by_token(&self, token_hash: &str) -> Option<Arc<Session>> {
+        self.sessions.by_token(token_hash).or_else(|| self.load_session(token_hash, false))
+    }
+
+    /// The live session of an id: cached, or (replicas) read from the store.
+    pub fn session_by_id(&self, sid: &str) -> Option<Arc<Session>> {
+        self.sessions.by_id(sid).or_else(|| self.load_session(sid, true))
+    }
+
+    /// A session another replica created: read from the store (blocking), cached when no
+    /// session ended while it was read.
+    fn load_session(&self, key: &str, by_id: bool) -> Option<Arc<Session>> {
+        if !self.db.shared() {
+            return None;
+        }
+        let removals = self.sessions.removals.load(Ordering::SeqCst);
+        let row = match self.db.live_session(key, by_id, now()) {
+            Ok(row) => row?,
+            Err(e) => {
+                tracing::warn!("session lookup: {e}");
+                return None;
+            }
+        };
+        let s = Session { id: row.id, user: row.user, expires_at: row.expires_at };
+        if self.sessions.removals.load(Ordering::SeqCst) == removals {
+            self.sessions.insert(row.token_hash, s.clone());
+        }
+        Some(Arc::new(s))
+    }
+
+    /// Forgets sessions ended elsewhere (another replica's logout, from its notification or
+    /// the store's list of ended sessions).
+    pub fn sessions_ended_elsewhere(&self, sids: &[String]) {
+        let known: Vec<String> = sids.iter().filter(|s| self.sessions.by_id(s).is_some()).cloned().collect();
+        self.forget_sessions(&known);
     }
 
     /// Sends each user stream its projected delta and each edge stream the signed full delta.
@@ -419,7 +583,7 @@ impl App {
             user: user.to_owned(),
             expires_at: now() + self.cfg.session_seconds,
         };
-        self.with_store(|s| Ok(s.create_session(&row)?))?;
+        self.db.create_session(&row)?;
         let session = Session { id, user: user.to_owned(), expires_at: row.expires_at };
         self.sessions.insert(row.token_hash, session.clone());
         Ok((token, session))
@@ -427,7 +591,7 @@ impl App {
 
     /// Ends a session (logout). Blocking.
     pub fn end_session(&self, sid: &str, reason: &str) -> ApiResult<()> {
-        self.with_store(|s| Ok(s.end_session(sid, reason)?))?;
+        self.db.end_session(sid, reason)?;
         self.forget_sessions(&[sid.to_owned()]);
         Ok(())
     }
@@ -439,7 +603,7 @@ impl App {
         if all.is_empty() {
             return Ok(());
         }
-        all.extend(self.with_store(|s| Ok(s.end_expired_sessions(at)?))?);
+        all.extend(self.db.end_expired_sessions(at)?);
         self.forget_sessions(&all);
         Ok(())
     }
@@ -459,7 +623,7 @@ impl App {
 
     /// Reloads the signing keys when the store's active key changed (`rotate-key`). Blocking.
     pub fn reload_keys(&self) -> ApiResult<bool> {
-        let rows = self.reads.with(|r| r.keys())?;
+        let rows = self.db.keys()?;
         let Some(next) = KeySet::of(&rows, self.cfg.key_keep_seconds(), now()) else {
             return Ok(false);
         };
@@ -476,7 +640,7 @@ impl App {
     /// Applies the retention policy. Blocking.
     pub fn prune(&self) -> ApiResult<usize> {
         let r = self.cfg.retention;
-        self.with_store(|s| Ok(s.prune(r)?))
+        Ok(self.db.prune(r)?)
     }
 
     /// How many event streams are open: (user, edge).

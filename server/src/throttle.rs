@@ -1,11 +1,13 @@
 //! Throttling of failed attempts (SPEC §7.1): per key (an account's email, a device, an actor)
 //! a few failures per window, then an exponential lock-out; per client address a cap per minute.
-//! Counters live in memory, bounded in size; a throttled attempt is refused before any hash is
+//! Counters live in memory (bounded in size), or in the store when replicas share it; a throttled attempt is refused before any hash is
 //! computed.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Mutex;
+
+use crate::store::Db;
 
 /// The limits of one throttle.
 #[derive(Debug, Clone, Copy)]
@@ -25,99 +27,164 @@ const MAX_LOCK: i64 = 24 * 3600;
 /// Entries kept at most per map (the oldest are dropped first when full).
 const MAX_ENTRIES: usize = 100_000;
 
-#[derive(Debug, Clone, Copy, Default)]
-struct Strikes {
-    count: u32,
-    first: i64,
-    level: u32,
-    locked_until: i64,
-    last: i64,
+/// The failures counted for one key (an account, a device, an actor) — or, for an address,
+/// its window (`first`, `count`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Strikes {
+    pub count: u32,
+    pub first: i64,
+    pub level: u32,
+    pub locked_until: i64,
+    pub last: i64,
 }
 
-#[derive(Debug, Clone, Copy, Default)]
-struct Window {
-    start: i64,
-    count: u32,
+impl Strikes {
+    /// These strikes after one more failure at `now`.
+    fn fail(mut self, p: Policy, now: i64) -> Self {
+        // A day without failures forgives the back-off.
+        if now - self.last > MAX_LOCK {
+            self = Strikes::default();
+        }
+        if now - self.first > p.window {
+            self.first = now;
+            self.count = 0;
+        }
+        self.count = self.count.saturating_add(1);
+        self.last = now;
+        // After the first lock-out every failure locks again, for twice as long.
+        if self.count >= p.per_key || self.level > 0 {
+            let lock = p.window.saturating_mul(1 << self.level.min(16)).min(MAX_LOCK);
+            self.level = self.level.saturating_add(1);
+            self.locked_until = now + lock;
+            self.count = 0;
+            self.first = now;
+        }
+        self
+    }
+
+    /// An address window after one more failure at `now`.
+    fn fail_window(mut self, now: i64) -> Self {
+        if now >= self.first + 60 {
+            self = Strikes { first: now, last: now, ..Strikes::default() };
+        }
+        self.count = self.count.saturating_add(1);
+        self.last = now;
+        self
+    }
+
+    /// Seconds to wait, for a key.
+    fn wait(&self, now: i64) -> Option<u64> {
+        (now < self.locked_until).then(|| (self.locked_until - now).max(1) as u64)
+    }
+
+    /// Seconds to wait, for an address window.
+    fn wait_window(&self, p: Policy, now: i64) -> Option<u64> {
+        (now < self.first + 60 && self.count >= p.per_addr).then(|| (self.first + 60 - now).max(1) as u64)
+    }
 }
 
-/// A throttle: per-key strikes and per-address windows.
+/// A throttle: per-key strikes and per-address windows, in this process or — with replicas —
+/// in the shared store (`throttle` rows, keyed `key` and `addr:<scope>:<ip>`).
 pub struct Throttle {
     policy: Policy,
+    scope: &'static str,
+    shared: Option<Db>,
     keys: Mutex<HashMap<String, Strikes>>,
-    addrs: Mutex<HashMap<IpAddr, Window>>,
+    addrs: Mutex<HashMap<IpAddr, Strikes>>,
 }
 
 impl Throttle {
-    /// A throttle with `policy`.
+    /// A throttle with `policy`, counting in memory.
     pub fn new(policy: Policy) -> Self {
-        Self { policy, keys: Mutex::new(HashMap::new()), addrs: Mutex::new(HashMap::new()) }
+        Self { policy, scope: "", shared: None, keys: Mutex::new(HashMap::new()), addrs: Mutex::new(HashMap::new()) }
+    }
+
+    /// A throttle with `policy` counting in a store shared by replicas (`scope` names its
+    /// address windows).
+    pub fn shared(policy: Policy, scope: &'static str, db: Db) -> Self {
+        Self { shared: Some(db), scope, ..Self::new(policy) }
+    }
+
+    fn addr_key(&self, ip: IpAddr) -> String {
+        format!("addr:{}:{ip}", self.scope)
     }
 
     /// `Err(seconds to wait)` when an attempt for `key` from `addr` must be refused now.
+    /// Blocking with a shared store; a store that cannot answer refuses for a second.
     pub fn check(&self, key: &str, addr: Option<IpAddr>, now: i64) -> Result<(), u64> {
-        if let (Some(ip), Ok(addrs)) = (addr, self.addrs.lock()) {
-            if let Some(w) = addrs.get(&ip) {
-                if now < w.start + 60 && w.count >= self.policy.per_addr {
-                    return Err((w.start + 60 - now).max(1) as u64);
+        let p = self.policy;
+        if let Some(db) = &self.shared {
+            let akey = addr.map(|ip| self.addr_key(ip));
+            let mut keys = vec![key];
+            keys.extend(akey.as_deref());
+            let rows = db.strikes_of(&keys).map_err(|e| {
+                tracing::warn!("throttle: {e}");
+                1u64
+            })?;
+            for (k, s) in rows {
+                let wait = if k == key { s.wait(now) } else { s.wait_window(p, now) };
+                if let Some(w) = wait {
+                    return Err(w);
                 }
+            }
+            return Ok(());
+        }
+        if let (Some(ip), Ok(addrs)) = (addr, self.addrs.lock()) {
+            if let Some(w) = addrs.get(&ip).and_then(|w| w.wait_window(p, now)) {
+                return Err(w);
             }
         }
         if let Ok(keys) = self.keys.lock() {
-            if let Some(s) = keys.get(key) {
-                if now < s.locked_until {
-                    return Err((s.locked_until - now).max(1) as u64);
-                }
+            if let Some(w) = keys.get(key).and_then(|s| s.wait(now)) {
+                return Err(w);
             }
         }
         Ok(())
     }
 
-    /// Records a failed attempt.
+    /// Records a failed attempt (blocking with a shared store).
     pub fn fail(&self, key: &str, addr: Option<IpAddr>, now: i64) {
-        if let (Some(ip), Ok(mut addrs)) = (addr, self.addrs.lock()) {
-            bound(&mut addrs, |w: &Window| w.start);
-            let w = addrs.entry(ip).or_default();
-            if now >= w.start + 60 {
-                *w = Window { start: now, count: 0 };
+        let p = self.policy;
+        if let Some(db) = &self.shared {
+            if let Some(ip) = addr {
+                if let Err(e) = db.strike(&self.addr_key(ip), &|s| s.fail_window(now)) {
+                    tracing::warn!("throttle: {e}");
+                }
             }
-            w.count = w.count.saturating_add(1);
+            if let Err(e) = db.strike(key, &|s| s.fail(p, now)) {
+                tracing::warn!("throttle: {e}");
+            }
+            return;
+        }
+        if let (Some(ip), Ok(mut addrs)) = (addr, self.addrs.lock()) {
+            bound(&mut addrs, |w: &Strikes| w.first);
+            let w = addrs.entry(ip).or_default();
+            *w = w.fail_window(now);
         }
         if let Ok(mut keys) = self.keys.lock() {
             bound(&mut keys, |s: &Strikes| s.last);
-            let p = self.policy;
             let s = keys.entry(key.to_owned()).or_default();
-            // A day without failures forgives the back-off.
-            if now - s.last > MAX_LOCK {
-                *s = Strikes::default();
-            }
-            if now - s.first > p.window {
-                s.first = now;
-                s.count = 0;
-            }
-            s.count = s.count.saturating_add(1);
-            s.last = now;
-            // After the first lock-out every failure locks again, for twice as long.
-            if s.count >= p.per_key || s.level > 0 {
-                let lock = p.window.saturating_mul(1 << s.level.min(16)).min(MAX_LOCK);
-                s.level = s.level.saturating_add(1);
-                s.locked_until = now + lock;
-                s.count = 0;
-                s.first = now;
-            }
+            *s = s.fail(p, now);
         }
     }
 
-    /// Records a success for `key`: its strikes are forgiven.
+    /// Records a success for `key`: its strikes are forgiven (blocking with a shared store).
     pub fn succeed(&self, key: &str) {
+        if let Some(db) = &self.shared {
+            if let Err(e) = db.forgive(key) {
+                tracing::warn!("throttle: {e}");
+            }
+            return;
+        }
         if let Ok(mut keys) = self.keys.lock() {
             keys.remove(key);
         }
     }
 
-    /// Drops entries that no longer limit anything.
+    /// Drops entries that no longer limit anything (the shared store prunes with retention).
     pub fn prune(&self, now: i64) {
         if let Ok(mut addrs) = self.addrs.lock() {
-            addrs.retain(|_, w| now < w.start + 60);
+            addrs.retain(|_, w| now < w.first + 60);
         }
         if let Ok(mut keys) = self.keys.lock() {
             keys.retain(|_, s| now < s.locked_until || now - s.last <= MAX_LOCK);

@@ -69,9 +69,7 @@ fn login_request_via(email: &str, password: &str, forwarded_for: Option<&str>) -
 }
 
 fn db_bytes(server: &Server) -> Vec<u8> {
-    let mut all = std::fs::read(&server.db).unwrap_or_default();
-    all.extend(std::fs::read(format!("{}-wal", server.db.display())).unwrap_or_default());
-    all
+    server.store().all_bytes()
 }
 
 fn contains(haystack: &[u8], needle: &str) -> bool {
@@ -79,8 +77,7 @@ fn contains(haystack: &[u8], needle: &str) -> bool {
 }
 
 fn audit_rows(server: &Server) -> i64 {
-    let conn = rusqlite::Connection::open(&server.db).unwrap();
-    conn.query_row("SELECT count(*) FROM audit", [], |r| r.get(0)).unwrap()
+    server.store().query_i64("SELECT CAST(count(*) AS BIGINT) FROM audit")
 }
 
 #[test]
@@ -370,8 +367,7 @@ fn audit_shows_only_what_the_reader_may_see() {
     }
     let (_, list) = server.get(&ceo, "/api/audit");
     assert!(list.as_array().unwrap().iter().all(|e| e["actor"] != "globex-admin"), "{list}");
-    let conn = rusqlite::Connection::open(&server.db).unwrap();
-    let longest: i64 = conn.query_row("SELECT max(length(detail)) FROM audit", [], |r| r.get(0)).unwrap();
+    let longest = server.store().query_i64("SELECT CAST(max(length(detail)) AS BIGINT) FROM audit");
     assert!(longest < 4096, "an audit entry kept {longest} bytes");
     // Device-command entries do not reveal the granting membership.
     let jones = server.login("jones");
@@ -586,7 +582,7 @@ fn soak() {
     assert!(rss_end < rss_start + 256 * 1024, "memory grew from {rss_start} to {rss_end} KiB");
 }
 
-/// A store failure mid-commit (the database locked by another process past the busy timeout)
+/// A store failure mid-commit (the change log locked by another process past the busy or lock timeout)
 /// is a 500 with a generic message; the engine does not move ahead of the database, and the
 /// next command, once the database is free, commits normally (no 409 cascade).
 #[test]
@@ -594,18 +590,17 @@ fn a_failed_commit_changes_nothing() {
     let server = Server::start("split", Some(&world()));
     let ceo = server.login("ceo");
     let rev = server.revision();
-    let conn = rusqlite::Connection::open(&server.db).unwrap();
-    conn.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let lock = server.store().lock_changes();
     let (s, b) = server.post(&ceo, "/api/commands", &json!({"op": "moveDevice", "device": "lab-1", "org": "acme-eu"}));
     assert_eq!((s, b["error"]["code"].as_str()), (500, Some("INTERNAL")), "{b}");
     assert_eq!(b["error"]["message"], "internal error", "internal detail reached the client");
     assert_eq!(server.revision(), rev, "the engine moved ahead of the database");
-    conn.execute_batch("ROLLBACK").unwrap();
+    drop(lock);
     let (_, devices) = server.get(&ceo, "/api/devices?activeOrg=acme-eu");
     assert!(!devices.as_array().unwrap().iter().any(|d| d == "lab-1"), "a failed move is visible");
     let (s, b) = server.post(&ceo, "/api/commands", &json!({"op": "moveDevice", "device": "lab-1", "org": "acme-eu"}));
     assert_eq!((s, b["revision"].as_u64()), (200, Some(rev + 1)), "{b}");
-    let stored: i64 =
-        conn.query_row("SELECT count(*) FROM changes WHERE revision = ?1", [rev as i64 + 1], |r| r.get(0)).unwrap();
+    let stored =
+        server.store().query_i64(&format!("SELECT CAST(count(*) AS BIGINT) FROM changes WHERE revision = {}", rev + 1));
     assert_eq!(stored, 1);
 }

@@ -12,6 +12,85 @@ use serde_json::{json, Value};
 
 pub const PASSWORD: &str = "test-password-1";
 
+/// The test PostgreSQL cluster (`scripts/postgres.sh` sets it): `postgres://user@host:port`.
+/// When set, every suite's servers keep their state in PostgreSQL (a database each).
+pub fn pg_base() -> Option<String> {
+    std::env::var("FLEETGATE_TEST_PG").ok().filter(|s| !s.is_empty())
+}
+
+/// Creates a fresh database on the test cluster; returns its URL.
+pub fn pg_database(tag: &str) -> String {
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let base = pg_base().expect("FLEETGATE_TEST_PG (run through scripts/postgres.sh)");
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    let name = format!("fg_{}_{}_{n}", tag.replace(|c: char| !c.is_ascii_alphanumeric(), "_"), std::process::id());
+    let mut admin = postgres::Client::connect(&format!("{base}/postgres"), postgres::NoTls).unwrap();
+    admin.batch_execute(&format!("DROP DATABASE IF EXISTS {name}; CREATE DATABASE {name}")).unwrap();
+    format!("{base}/{name}")
+}
+
+/// A server's store, for suites that look inside it.
+pub enum Store {
+    Sqlite(std::path::PathBuf),
+    Postgres(String),
+}
+
+impl Store {
+    /// A single integer from `sql` (written to run on both: `CAST(… AS BIGINT)`).
+    pub fn query_i64(&self, sql: &str) -> i64 {
+        match self {
+            Store::Sqlite(path) => rusqlite::Connection::open(path).unwrap().query_row(sql, [], |r| r.get(0)).unwrap(),
+            Store::Postgres(url) => {
+                postgres::Client::connect(url, postgres::NoTls).unwrap().query_one(sql, &[]).unwrap().get(0)
+            }
+        }
+    }
+
+    /// Every byte the store keeps (the SQLite file and its WAL; every PostgreSQL row as text).
+    pub fn all_bytes(&self) -> Vec<u8> {
+        match self {
+            Store::Sqlite(path) => {
+                let mut all = std::fs::read(path).unwrap_or_default();
+                all.extend(std::fs::read(format!("{}-wal", path.display())).unwrap_or_default());
+                all
+            }
+            Store::Postgres(url) => {
+                let mut c = postgres::Client::connect(url, postgres::NoTls).unwrap();
+                let tables: Vec<String> = c
+                    .query("SELECT tablename FROM pg_tables WHERE schemaname = 'public'", &[])
+                    .unwrap()
+                    .iter()
+                    .map(|r| r.get(0))
+                    .collect();
+                let mut all = Vec::new();
+                for t in tables {
+                    for row in c.query(&format!("SELECT t::text FROM {t} t"), &[]).unwrap() {
+                        all.extend(row.get::<_, String>(0).into_bytes());
+                    }
+                }
+                all
+            }
+        }
+    }
+
+    /// Holds the change log locked from another connection (writes to it wait, then fail)
+    /// until the returned guard is dropped.
+    pub fn lock_changes(&self) -> Box<dyn std::any::Any> {
+        match self {
+            Store::Sqlite(path) => {
+                let conn = rusqlite::Connection::open(path).unwrap();
+                conn.execute_batch("BEGIN IMMEDIATE").unwrap();
+                Box::new(conn)
+            }
+            Store::Postgres(url) => {
+                let mut c = postgres::Client::connect(url, postgres::NoTls).unwrap();
+                c.batch_execute("BEGIN; LOCK TABLE changes IN EXCLUSIVE MODE").unwrap();
+                Box::new(c)
+            }
+        }
+    }
+}
+
 /// A server process on a random port, with its own database.
 pub struct Server {
     pub child: Child,
@@ -44,6 +123,10 @@ impl Server {
 
     /// Starts with extra flags (kept for restarts).
     pub fn start_with(tag: &str, seed: Option<&Value>, extra: &[&str]) -> Server {
+        let mut extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        if pg_base().is_some() && !extra.iter().any(|a| a == "--database-url") {
+            extra.extend(["--database-url".into(), pg_database(tag)]);
+        }
         let dir = temp_dir(tag);
         let db = dir.0.join("fleetgate.db");
         let mut args = vec!["--listen".to_owned(), "127.0.0.1:0".into(), "--db".into(), db.display().to_string()];
@@ -52,9 +135,17 @@ impl Server {
             std::fs::write(&path, seed.to_string()).unwrap();
             args.extend(["--seed".into(), path.display().to_string()]);
         }
-        args.extend(extra.iter().map(|s| s.to_string()));
+        args.extend(extra.iter().cloned());
         let (child, base) = spawn(&args);
-        Server { child, base, db, dir, args: extra.iter().map(|s| s.to_string()).collect() }
+        Server { child, base, db, dir, args: extra }
+    }
+
+    /// The server's store.
+    pub fn store(&self) -> Store {
+        match self.args.iter().position(|a| a == "--database-url").and_then(|i| self.args.get(i + 1)) {
+            Some(url) => Store::Postgres(url.clone()),
+            None => Store::Sqlite(self.db.clone()),
+        }
     }
 
     /// Restarts on the same database (no seed), after a kill.

@@ -1,17 +1,10 @@
-//! The SQLite store: every SQL statement of the server lives here. It keeps the state (orgs,
-//! users, memberships, devices), credentials (Argon2id password and claim-code hashes,
-//! SHA-256 session and invite token hashes), sessions, invitations, queued device commands,
-//! the audit trail, the outbox, the change log of deltas and their inverses, and the signing
-//! keys. One writer connection (owned by the commit path) and a pool of readers (WAL).
-//!
-//! Write transactions take the write lock up front (`BEGIN IMMEDIATE`), so they wait out
-//! another writer (e.g. `rotate-key`) for the busy timeout instead of failing on upgrade.
-//! Every accepted change is one transaction: the entity rows, the change-log row, the new
-//! revision, the audit entry and the change's side effects (invitations, claim codes,
-//! sessions) commit together or not at all.
+//! The SQLite backend: one process, one database file (WAL). One writer connection (write
+//! transactions take the write lock up front, `BEGIN IMMEDIATE`, so they wait out another
+//! writer — e.g. `rotate-key` — for the busy timeout instead of failing on upgrade) and a pool
+//! of readers (WAL readers never block the writer). Throttling counters stay in the process.
 
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Mutex, MutexGuard};
 
 use fleetgate::delta::Op;
 use fleetgate::snapshot::{DeviceDoc, MembershipDoc, OrgDoc, SnapshotDoc, UserDoc};
@@ -19,25 +12,13 @@ use fleetgate::Delta;
 use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
 use serde_json::Value;
 
-/// A store failure, for the log; clients see a generic 500.
-#[derive(Debug)]
-pub struct StoreError(pub String);
-
-impl std::fmt::Display for StoreError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-/// A store result.
-pub type StoreResult<T> = Result<T, StoreError>;
+use super::{
+    bad, now, plan_str, seed_ops, status_str, AuditRecord, AuditRow, Effects, InviteRow, KeyRow, Retention, SessionRow,
+    StoreError, StoreResult, WORLD_TABLES,
+};
 
 fn db<T>(r: rusqlite::Result<T>) -> StoreResult<T> {
     r.map_err(|e| StoreError(format!("database: {e}")))
-}
-
-fn bad<T>(what: &str, e: impl std::fmt::Display) -> StoreResult<T> {
-    Err(StoreError(format!("stored {what}: {e}")))
 }
 
 /// The schema version this build writes (`PRAGMA user_version`).
@@ -73,127 +54,6 @@ CREATE TABLE IF NOT EXISTS keys (key_id TEXT PRIMARY KEY, secret TEXT NOT NULL, 
   retired_at INTEGER);
 ";
 
-const WORLD_TABLES: &[&str] = &[
-    "orgs",
-    "users",
-    "memberships",
-    "devices",
-    "org_uids",
-    "passwords",
-    "sessions",
-    "invites",
-    "outbox",
-    "claim_codes",
-    "device_commands",
-    "audit",
-    "changes",
-];
-
-/// One audit entry to write. `org` is an org id resolved to its current identity (`org_uids`)
-/// when written, so a later org of the same id never sees it.
-#[derive(Debug, Clone)]
-pub struct AuditRow {
-    pub actor: String,
-    pub action: String,
-    pub org: Option<String>,
-    pub target: Option<String>,
-    pub outcome: String,
-    pub detail: Value,
-}
-
-/// An audit entry as read back: its id, time, and the row (`org` as the org's id).
-#[derive(Debug, Clone)]
-pub struct AuditRecord {
-    pub id: i64,
-    pub at: i64,
-    pub row: AuditRow,
-}
-
-/// A stored session.
-#[derive(Debug, Clone)]
-pub struct SessionRow {
-    pub id: String,
-    pub token_hash: String,
-    pub user: String,
-    pub expires_at: i64,
-}
-
-/// A pending invitation as read back.
-#[derive(Debug, Clone)]
-pub struct InviteRow {
-    pub user: String,
-    pub org: String,
-    pub expires_at: i64,
-    pub open: bool,
-}
-
-/// A new invitation written with the delta that creates its pending user.
-#[derive(Debug, Clone)]
-pub struct NewInvite {
-    pub token_hash: String,
-    pub user: String,
-    pub org: String,
-    pub expires_at: i64,
-    pub email: String,
-    pub message: String,
-}
-
-/// An accepted invitation: its token, the new password hash and the first session.
-#[derive(Debug, Clone)]
-pub struct Acceptance {
-    pub token_hash: String,
-    pub user: String,
-    pub password_hash: String,
-    pub session: SessionRow,
-}
-
-/// What commits with a delta besides the entity rows.
-#[derive(Debug, Clone, Default)]
-pub struct Effects {
-    pub invite: Option<NewInvite>,
-    pub acceptance: Option<Acceptance>,
-    /// Claim codes that die (used, or the device got an owner or was removed).
-    pub void_claims: Vec<String>,
-    /// Invitations revoked: `(user, org)`; an empty org revokes all of the user's.
-    pub revoke_invites: Vec<(String, String)>,
-    /// Users whose sessions end, with the reason.
-    pub end_sessions_of: Vec<String>,
-    pub end_reason: &'static str,
-}
-
-/// A signing key as stored.
-#[derive(Debug, Clone)]
-pub struct KeyRow {
-    pub key_id: String,
-    pub secret: [u8; 32],
-    pub retired_at: Option<i64>,
-}
-
-/// How long things are kept (documented flags of the server).
-#[derive(Debug, Clone, Copy)]
-pub struct Retention {
-    pub keep_changes: u64,
-    pub audit_days: i64,
-    pub outbox_days: i64,
-    pub command_days: i64,
-}
-
-fn plan_str(p: fleetgate::Plan) -> &'static str {
-    match p {
-        fleetgate::Plan::Free => "free",
-        fleetgate::Plan::Plus => "plus",
-        fleetgate::Plan::Pro => "pro",
-    }
-}
-
-fn status_str(s: fleetgate::Status) -> &'static str {
-    match s {
-        fleetgate::Status::Active => "active",
-        fleetgate::Status::Pending => "pending",
-        fleetgate::Status::Suspended => "suspended",
-    }
-}
-
 fn configure(conn: &Connection, full_sync: bool) -> StoreResult<()> {
     db(conn.pragma_update(None, "journal_mode", "WAL"))?;
     db(conn.pragma_update(None, "synchronous", if full_sync { "FULL" } else { "NORMAL" }))?;
@@ -201,12 +61,14 @@ fn configure(conn: &Connection, full_sync: bool) -> StoreResult<()> {
     db(conn.busy_timeout(std::time::Duration::from_secs(5)))
 }
 
-/// The writer: one connection, used by one thread at a time (behind the commit lock).
-pub struct Store {
-    conn: Connection,
+/// The SQLite store: the writer connection and a pool of read connections.
+pub struct Sqlite {
+    writer: Mutex<Connection>,
+    path: PathBuf,
+    idle: Mutex<Vec<Connection>>,
 }
 
-impl Store {
+impl Sqlite {
     /// Opens (creating if needed) the database file. `reset` drops a database of an older
     /// schema (it is about to be replaced by a seed); without it, such a database is an error.
     pub fn open(path: &Path, full_sync: bool, reset: bool) -> StoreResult<Self> {
@@ -236,195 +98,24 @@ impl Store {
         }
         db(conn.execute_batch(SCHEMA))?;
         db(conn.pragma_update(None, "user_version", SCHEMA_VERSION))?;
-        Ok(Self { conn })
+        Ok(Self { writer: Mutex::new(conn), path: path.to_owned(), idle: Mutex::new(Vec::new()) })
     }
 
-    /// Read queries on the writer's own connection.
-    pub fn reads(&self) -> Reads<'_> {
-        Reads(&self.conn)
+    fn conn(&self) -> StoreResult<MutexGuard<'_, Connection>> {
+        self.writer.lock().map_err(|_| StoreError("the writer connection's lock was poisoned".into()))
     }
 
-    /// Replaces the whole world with a seed: the snapshot, password hashes and claim-code hashes.
-    /// Sessions, invitations, audit and change log start empty; signing keys are kept.
-    pub fn seed(
-        &mut self,
-        doc: &SnapshotDoc,
-        passwords: &[(String, String)],
-        claims: &[(String, String)],
-    ) -> StoreResult<()> {
-        let tx = db(self.conn.transaction_with_behavior(TransactionBehavior::Immediate))?;
-        for t in WORLD_TABLES {
-            db(tx.execute(&format!("DELETE FROM {t}"), []))?;
-        }
-        let ops: Vec<Op> = doc
-            .orgs
-            .iter()
-            .map(|o| Op::PutOrg { org: o.clone() })
-            .chain(doc.users.iter().map(|u| Op::PutUser { user: u.clone() }))
-            .chain(doc.memberships.iter().map(|m| Op::PutMembership { membership: m.clone() }))
-            .chain(doc.devices.iter().map(|d| Op::PutDevice { device: d.clone() }))
-            .collect();
-        write_ops(&tx, &ops)?;
-        for (user, hash) in passwords {
-            db(tx.execute("INSERT OR REPLACE INTO passwords (user, hash) VALUES (?1, ?2)", params![user, hash]))?;
-        }
-        for (device, hash) in claims {
-            db(tx.execute(
-                "INSERT OR REPLACE INTO claim_codes (device, code_hash) VALUES (?1, ?2)",
-                params![device, hash],
-            ))?;
-        }
-        set_meta(&tx, "revision", &doc.revision.0.to_string())?;
-        set_meta(&tx, "oldest", &doc.revision.0.to_string())?;
-        db(tx.commit())
-    }
-
-    /// Persists an accepted delta with its inverse, audit entry and effects: one transaction.
-    /// Returns the ids of the sessions it ended.
-    pub fn commit(
-        &mut self,
-        delta: &Delta,
-        inverse: &[Op],
-        audit: &AuditRow,
-        fx: &Effects,
-    ) -> StoreResult<Vec<String>> {
-        let tx = db(self.conn.transaction_with_behavior(TransactionBehavior::Immediate))?;
-        // The audit entry names the org as it is before the change (a deleted org's last entry).
-        insert_audit(&tx, audit)?;
-        write_ops(&tx, &delta.ops)?;
-        let inverse_json = serde_json::to_string(inverse).map_err(|e| StoreError(e.to_string()))?;
-        db(tx.execute(
-            "INSERT INTO changes (revision, at, delta, inverse) VALUES (?1, ?2, ?3, ?4)",
-            params![delta.to.0 as i64, now(), delta.to_json(), inverse_json],
-        ))?;
-        set_meta(&tx, "revision", &delta.to.0.to_string())?;
-        if let Some(inv) = &fx.invite {
-            db(tx.execute(
-                "INSERT INTO invites (token_hash, user, org, created_at, expires_at) VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![inv.token_hash, inv.user, inv.org, now(), inv.expires_at],
-            ))?;
-            db(tx.execute(
-                "INSERT INTO outbox (at, email, org, subject, body) VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![now(), inv.email, inv.org, "You are invited to fleetgate", inv.message],
-            ))?;
-        }
-        if let Some(acc) = &fx.acceptance {
-            db(tx.execute("UPDATE invites SET accepted_at = ?2 WHERE token_hash = ?1", params![acc.token_hash, now()]))?;
-            db(tx.execute(
-                "INSERT OR REPLACE INTO passwords (user, hash) VALUES (?1, ?2)",
-                params![acc.user, acc.password_hash],
-            ))?;
-            insert_session(&tx, &acc.session)?;
-        }
-        for device in &fx.void_claims {
-            db(tx.execute("DELETE FROM claim_codes WHERE device = ?1", [device]))?;
-        }
-        for (user, org) in &fx.revoke_invites {
-            db(tx.execute(
-                "UPDATE invites SET revoked_at = ?3 WHERE user = ?1 AND (?2 = '' OR org = ?2) AND accepted_at IS NULL AND revoked_at IS NULL",
-                params![user, org, now()],
-            ))?;
-        }
-        let mut ended = Vec::new();
-        for user in &fx.end_sessions_of {
-            ended.extend(end_sessions_where(&tx, "user = ?1", user, fx.end_reason)?);
-        }
+    /// Runs `f` in a `BEGIN IMMEDIATE` transaction on the writer connection.
+    pub fn write<R, E: From<StoreError>>(&self, f: impl FnOnce(&Transaction<'_>) -> Result<R, E>) -> Result<R, E> {
+        let mut conn = self.conn()?;
+        let tx = db(conn.transaction_with_behavior(TransactionBehavior::Immediate))?;
+        let out = f(&tx)?;
         db(tx.commit())?;
-        Ok(ended)
+        Ok(out)
     }
 
-    /// Writes an audit entry on its own (denied commands, device commands refused).
-    pub fn audit(&mut self, entry: &AuditRow) -> StoreResult<()> {
-        insert_audit(&self.conn, entry)
-    }
-
-    /// Queues a device command and audits it, in one transaction; returns its id.
-    pub fn queue_device_command(
-        &mut self,
-        device: &str,
-        user: &str,
-        name: &str,
-        params_json: &str,
-        audit: &AuditRow,
-    ) -> StoreResult<i64> {
-        let tx = db(self.conn.transaction_with_behavior(TransactionBehavior::Immediate))?;
-        db(tx.execute(
-            "INSERT INTO device_commands (at, device, user, name, params, status) VALUES (?1, ?2, ?3, ?4, ?5, 'queued')",
-            params![now(), device, user, name, params_json],
-        ))?;
-        let id = tx.last_insert_rowid();
-        insert_audit(&tx, audit)?;
-        db(tx.commit())?;
-        Ok(id)
-    }
-
-    /// Stores a new session.
-    pub fn create_session(&mut self, s: &SessionRow) -> StoreResult<()> {
-        insert_session(&self.conn, s)
-    }
-
-    /// Ends one session (logout). Returns whether it was live.
-    pub fn end_session(&mut self, sid: &str, reason: &str) -> StoreResult<bool> {
-        Ok(!end_sessions_where(&self.conn, "id = ?1", sid, reason)?.is_empty())
-    }
-
-    /// Ends every live session past its expiry; returns their ids.
-    pub fn end_expired_sessions(&mut self, at: i64) -> StoreResult<Vec<String>> {
-        end_sessions_where(&self.conn, "expires_at <= ?1", at, "expired")
-    }
-
-    /// Adds a signing key and makes it the active one: the previous active key is retired now.
-    pub fn rotate_key(&mut self, key_id: &str, secret: &[u8; 32]) -> StoreResult<()> {
-        let tx = db(self.conn.transaction_with_behavior(TransactionBehavior::Immediate))?;
-        let t = now();
-        db(tx.execute("UPDATE keys SET retired_at = ?1 WHERE retired_at IS NULL", [t]))?;
-        db(tx.execute(
-            "INSERT INTO keys (key_id, secret, created_at) VALUES (?1, ?2, ?3)",
-            params![key_id, crate::auth::hex(secret), t],
-        ))?;
-        db(tx.commit())
-    }
-
-    /// Applies the retention policy: the change log keeps the newest `keep_changes` revisions,
-    /// audit entries, outbox messages and device commands their number of days, ended sessions
-    /// and closed invitations a day past their end. Returns the rows removed.
-    pub fn prune(&mut self, r: Retention) -> StoreResult<usize> {
-        let t = now();
-        let tx = db(self.conn.transaction_with_behavior(TransactionBehavior::Immediate))?;
-        let revision: u64 = get_meta(&tx, "revision")?.and_then(|s| s.parse().ok()).unwrap_or(0);
-        let oldest: u64 = get_meta(&tx, "oldest")?.and_then(|s| s.parse().ok()).unwrap_or(0);
-        let cut = revision.saturating_sub(r.keep_changes);
-        let mut n = 0;
-        if cut > oldest {
-            n += db(tx.execute("DELETE FROM changes WHERE revision <= ?1", [cut as i64]))?;
-            set_meta(&tx, "oldest", &cut.to_string())?;
-        }
-        n += db(tx.execute("DELETE FROM audit WHERE at < ?1", [t - r.audit_days * 86_400]))?;
-        n += db(tx.execute("DELETE FROM outbox WHERE at < ?1", [t - r.outbox_days * 86_400]))?;
-        n += db(tx.execute("DELETE FROM device_commands WHERE at < ?1", [t - r.command_days * 86_400]))?;
-        n += db(tx.execute("DELETE FROM sessions WHERE COALESCE(ended_at, expires_at) < ?1", [t - 86_400]))?;
-        n += db(
-            tx.execute("DELETE FROM invites WHERE COALESCE(accepted_at, revoked_at, expires_at) < ?1", [t - 86_400])
-        )?;
-        db(tx.commit())?;
-        Ok(n)
-    }
-}
-
-/// A pool of read connections (WAL readers never block the writer).
-pub struct ReadPool {
-    path: PathBuf,
-    idle: Mutex<Vec<Connection>>,
-}
-
-impl ReadPool {
-    /// A pool over the database file.
-    pub fn new(path: &Path) -> Self {
-        Self { path: path.to_owned(), idle: Mutex::new(Vec::new()) }
-    }
-
-    /// Runs `f` on a read connection (blocking: call from a blocking thread).
-    pub fn with<R>(&self, f: impl FnOnce(Reads<'_>) -> StoreResult<R>) -> StoreResult<R> {
+    /// Runs `f` on a read connection.
+    fn read<R>(&self, f: impl FnOnce(Reads<'_>) -> StoreResult<R>) -> StoreResult<R> {
         let conn = self.idle.lock().ok().and_then(|mut v| v.pop());
         let conn = match conn {
             Some(c) => c,
@@ -442,10 +133,238 @@ impl ReadPool {
         }
         out
     }
+
+    pub fn seed(
+        &self,
+        doc: &SnapshotDoc,
+        passwords: &[(String, String)],
+        claims: &[(String, String)],
+        only_if_empty: bool,
+    ) -> StoreResult<bool> {
+        self.write(|tx| {
+            if only_if_empty && get_meta(tx, "revision")?.is_some() {
+                return Ok(false);
+            }
+            for t in WORLD_TABLES {
+                db(tx.execute(&format!("DELETE FROM {t}"), []))?;
+            }
+            write_ops(tx, &seed_ops(doc))?;
+            for (user, hash) in passwords {
+                db(tx.execute("INSERT OR REPLACE INTO passwords (user, hash) VALUES (?1, ?2)", params![user, hash]))?;
+            }
+            for (device, hash) in claims {
+                db(tx.execute(
+                    "INSERT OR REPLACE INTO claim_codes (device, code_hash) VALUES (?1, ?2)",
+                    params![device, hash],
+                ))?;
+            }
+            set_meta(tx, "revision", &doc.revision.0.to_string())?;
+            set_meta(tx, "oldest", &doc.revision.0.to_string())?;
+            Ok(true)
+        })
+    }
+
+    pub fn audit(&self, entry: &AuditRow) -> StoreResult<()> {
+        insert_audit(&*self.conn()?, entry)
+    }
+
+    pub fn queue_device_command(
+        &self,
+        device: &str,
+        user: &str,
+        name: &str,
+        params_json: &str,
+        audit: &AuditRow,
+    ) -> StoreResult<i64> {
+        self.write(|tx| {
+            db(tx.execute(
+                "INSERT INTO device_commands (at, device, user, name, params, status) VALUES (?1, ?2, ?3, ?4, ?5, 'queued')",
+                params![now(), device, user, name, params_json],
+            ))?;
+            let id = tx.last_insert_rowid();
+            insert_audit(tx, audit)?;
+            Ok(id)
+        })
+    }
+
+    pub fn create_session(&self, s: &SessionRow) -> StoreResult<()> {
+        insert_session(&*self.conn()?, s)
+    }
+
+    pub fn end_session(&self, sid: &str, reason: &str) -> StoreResult<bool> {
+        Ok(!end_sessions_where(&*self.conn()?, "id = ?1", sid, reason)?.is_empty())
+    }
+
+    pub fn end_expired_sessions(&self, at: i64) -> StoreResult<Vec<String>> {
+        end_sessions_where(&*self.conn()?, "expires_at <= ?1", at, "expired")
+    }
+
+    pub fn rotate_key(&self, key_id: &str, secret: &[u8; 32]) -> StoreResult<()> {
+        self.write(|tx| {
+            let t = now();
+            db(tx.execute("UPDATE keys SET retired_at = ?1 WHERE retired_at IS NULL", [t]))?;
+            db(tx.execute(
+                "INSERT INTO keys (key_id, secret, created_at) VALUES (?1, ?2, ?3)",
+                params![key_id, crate::auth::hex(secret), t],
+            ))?;
+            Ok(())
+        })
+    }
+
+    pub fn prune(&self, r: Retention) -> StoreResult<usize> {
+        let t = now();
+        self.write(|tx| {
+            let revision: u64 = get_meta(tx, "revision")?.and_then(|s| s.parse().ok()).unwrap_or(0);
+            let oldest: u64 = get_meta(tx, "oldest")?.and_then(|s| s.parse().ok()).unwrap_or(0);
+            let cut = revision.saturating_sub(r.keep_changes);
+            let mut n = 0;
+            if cut > oldest {
+                n += db(tx.execute("DELETE FROM changes WHERE revision <= ?1", [cut as i64]))?;
+                set_meta(tx, "oldest", &cut.to_string())?;
+            }
+            n += db(tx.execute("DELETE FROM audit WHERE at < ?1", [t - r.audit_days * 86_400]))?;
+            n += db(tx.execute("DELETE FROM outbox WHERE at < ?1", [t - r.outbox_days * 86_400]))?;
+            n += db(tx.execute("DELETE FROM device_commands WHERE at < ?1", [t - r.command_days * 86_400]))?;
+            n += db(tx.execute("DELETE FROM sessions WHERE COALESCE(ended_at, expires_at) < ?1", [t - 86_400]))?;
+            n += db(tx.execute(
+                "DELETE FROM invites WHERE COALESCE(accepted_at, revoked_at, expires_at) < ?1",
+                [t - 86_400],
+            ))?;
+            Ok(n)
+        })
+    }
+
+    pub fn revision(&self) -> StoreResult<Option<u64>> {
+        self.read(|r| r.revision())
+    }
+
+    pub fn load(&self) -> StoreResult<SnapshotDoc> {
+        self.read(|r| r.load())
+    }
+
+    pub fn inverses_between(&self, since: u64, upto: u64) -> StoreResult<Option<Vec<Op>>> {
+        self.read(|r| r.inverses_between(since, upto))
+    }
+
+    pub fn deltas_between(&self, since: u64, upto: u64) -> StoreResult<Option<Vec<Delta>>> {
+        self.read(|r| deltas_between(r.0, since, upto))
+    }
+
+    pub fn password_hash(&self, user: &str) -> StoreResult<Option<String>> {
+        self.read(|r| r.password_hash(user))
+    }
+
+    pub fn live_sessions(&self, at: i64) -> StoreResult<Vec<SessionRow>> {
+        self.read(|r| r.live_sessions(at))
+    }
+
+    pub fn live_session(&self, key: &str, by_id: bool, at: i64) -> StoreResult<Option<SessionRow>> {
+        self.read(|r| r.live_session(key, by_id, at))
+    }
+
+    pub fn ended_since(&self, since: i64) -> StoreResult<Vec<String>> {
+        self.read(|r| r.ended_since(since))
+    }
+
+    pub fn invite(&self, token_hash: &str) -> StoreResult<Option<InviteRow>> {
+        self.read(|r| r.invite(token_hash))
+    }
+
+    pub fn claim_code_hash(&self, device: &str) -> StoreResult<Option<String>> {
+        self.read(|r| r.claim_code_hash(device))
+    }
+
+    pub fn audit_page(&self, orgs: &[&str], before: Option<i64>, limit: usize) -> StoreResult<Vec<AuditRecord>> {
+        self.read(|r| r.audit_page(orgs, before, limit))
+    }
+
+    pub fn outbox(&self, orgs: &[&str]) -> StoreResult<Vec<Value>> {
+        self.read(|r| r.outbox(orgs))
+    }
+
+    pub fn keys(&self) -> StoreResult<Vec<KeyRow>> {
+        self.read(|r| r.keys())
+    }
+}
+
+/// The chain's head inside a write transaction.
+pub fn head(c: &Connection) -> StoreResult<u64> {
+    Ok(get_meta(c, "revision")?.and_then(|s| s.parse().ok()).unwrap_or(0))
+}
+
+/// Persists an accepted delta with its inverse, audit entry and effects, in the caller's
+/// transaction. Returns the ids of the sessions it ended.
+pub fn commit(
+    tx: &Transaction<'_>,
+    delta: &Delta,
+    inverse: &[Op],
+    audit: &AuditRow,
+    fx: &Effects,
+) -> StoreResult<Vec<String>> {
+    // The audit entry names the org as it is before the change (a deleted org's last entry).
+    insert_audit(tx, audit)?;
+    write_ops(tx, &delta.ops)?;
+    let inverse_json = serde_json::to_string(inverse).map_err(|e| StoreError(e.to_string()))?;
+    db(tx.execute(
+        "INSERT INTO changes (revision, at, delta, inverse) VALUES (?1, ?2, ?3, ?4)",
+        params![delta.to.0 as i64, now(), delta.to_json(), inverse_json],
+    ))?;
+    set_meta(tx, "revision", &delta.to.0.to_string())?;
+    if let Some(inv) = &fx.invite {
+        db(tx.execute(
+            "INSERT INTO invites (token_hash, user, org, created_at, expires_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![inv.token_hash, inv.user, inv.org, now(), inv.expires_at],
+        ))?;
+        db(tx.execute(
+            "INSERT INTO outbox (at, email, org, subject, body) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![now(), inv.email, inv.org, "You are invited to fleetgate", inv.message],
+        ))?;
+    }
+    if let Some(acc) = &fx.acceptance {
+        db(tx.execute("UPDATE invites SET accepted_at = ?2 WHERE token_hash = ?1", params![acc.token_hash, now()]))?;
+        db(tx.execute(
+            "INSERT OR REPLACE INTO passwords (user, hash) VALUES (?1, ?2)",
+            params![acc.user, acc.password_hash],
+        ))?;
+        insert_session(tx, &acc.session)?;
+    }
+    for device in &fx.void_claims {
+        db(tx.execute("DELETE FROM claim_codes WHERE device = ?1", [device]))?;
+    }
+    for (user, org) in &fx.revoke_invites {
+        db(tx.execute(
+            "UPDATE invites SET revoked_at = ?3 WHERE user = ?1 AND (?2 = '' OR org = ?2) AND accepted_at IS NULL AND revoked_at IS NULL",
+            params![user, org, now()],
+        ))?;
+    }
+    let mut ended = Vec::new();
+    for user in &fx.end_sessions_of {
+        ended.extend(end_sessions_where(tx, "user = ?1", user, fx.end_reason)?);
+    }
+    Ok(ended)
+}
+
+/// The forward deltas after `since` up to `upto`, oldest first, or `None` when the log no
+/// longer reaches back that far.
+pub fn deltas_between(c: &Connection, since: u64, upto: u64) -> StoreResult<Option<Vec<Delta>>> {
+    if since < Reads(c).oldest()? {
+        return Ok(None);
+    }
+    let mut stmt =
+        db(c.prepare_cached("SELECT delta FROM changes WHERE revision > ?1 AND revision <= ?2 ORDER BY revision"))?;
+    let rows = db(stmt.query_map([since as i64, upto as i64], |r| r.get::<_, String>(0)))?;
+    let mut out = Vec::new();
+    for row in rows {
+        match Delta::parse(&db(row)?) {
+            Ok(d) => out.push(d),
+            Err(e) => return bad("delta", e),
+        }
+    }
+    Ok(Some(out))
 }
 
 /// Read queries on one connection.
-pub struct Reads<'c>(&'c Connection);
+struct Reads<'c>(&'c Connection);
 
 impl Reads<'_> {
     /// The stored revision, or `None` for an empty store.
@@ -535,26 +454,6 @@ impl Reads<'_> {
         Ok(Some(ops))
     }
 
-    /// The forward deltas after `since` up to `upto`, oldest first, or `None` when the log no
-    /// longer reaches back that far.
-    pub fn deltas_between(&self, since: u64, upto: u64) -> StoreResult<Option<Vec<Delta>>> {
-        if since < self.oldest()? {
-            return Ok(None);
-        }
-        let mut stmt = db(self
-            .0
-            .prepare_cached("SELECT delta FROM changes WHERE revision > ?1 AND revision <= ?2 ORDER BY revision"))?;
-        let rows = db(stmt.query_map([since as i64, upto as i64], |r| r.get::<_, String>(0)))?;
-        let mut out = Vec::new();
-        for row in rows {
-            match Delta::parse(&db(row)?) {
-                Ok(d) => out.push(d),
-                Err(e) => return bad("delta", e),
-            }
-        }
-        Ok(Some(out))
-    }
-
     /// The stored password hash of a user.
     pub fn password_hash(&self, user: &str) -> StoreResult<Option<String>> {
         db(self.0.query_row("SELECT hash FROM passwords WHERE user = ?1", [user], |r| r.get(0)).optional())
@@ -569,6 +468,21 @@ impl Reads<'_> {
             Ok(SessionRow { id: r.get(0)?, token_hash: r.get(1)?, user: r.get(2)?, expires_at: r.get(3)? })
         }))?;
         rows.collect::<rusqlite::Result<_>>().map_err(|e| StoreError(e.to_string()))
+    }
+
+    /// The live session of a token hash (or of an id, `by_id`) at `at`.
+    pub fn live_session(&self, key: &str, by_id: bool, at: i64) -> StoreResult<Option<SessionRow>> {
+        let sql = if by_id {
+            "SELECT id, token_hash, user, expires_at FROM sessions WHERE id = ?1 AND ended_at IS NULL AND expires_at > ?2"
+        } else {
+            "SELECT id, token_hash, user, expires_at FROM sessions WHERE token_hash = ?1 AND ended_at IS NULL AND expires_at > ?2"
+        };
+        db(self
+            .0
+            .query_row(sql, params![key, at], |r| {
+                Ok(SessionRow { id: r.get(0)?, token_hash: r.get(1)?, user: r.get(2)?, expires_at: r.get(3)? })
+            })
+            .optional())
     }
 
     /// The sessions that ended at or after `since` (logout, suspension, removal; not expiry).
@@ -656,11 +570,6 @@ impl Reads<'_> {
     }
 }
 
-/// Unix seconds now.
-pub fn now() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
-}
-
 fn get_meta(c: &Connection, key: &str) -> StoreResult<Option<String>> {
     db(c.query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0)).optional())
 }
@@ -690,7 +599,7 @@ fn end_sessions_where(c: &Connection, cond: &str, arg: impl rusqlite::ToSql, rea
     Ok(ids)
 }
 
-fn insert_audit(c: &Connection, e: &AuditRow) -> StoreResult<()> {
+pub fn insert_audit(c: &Connection, e: &AuditRow) -> StoreResult<()> {
     let uid: Option<i64> = match &e.org {
         Some(org) => {
             db(c.query_row("SELECT uid FROM org_uids WHERE org = ?1 AND live = 1", [org], |r| r.get(0)).optional())?
