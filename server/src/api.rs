@@ -298,7 +298,7 @@ pub async fn events(
     Query(q): Query<SinceQuery>,
 ) -> ApiResult<Response> {
     let since = resume_from(&headers, &q);
-    let (rx, engine) = app.subscribe_user(&caller.user, &caller.session)?;
+    let (rx, engine) = app.subscribe_user(&caller.user, &caller.session, since)?;
     let start = engine.revision();
     let first: Option<Event> = match since.filter(|n| *n < start) {
         Some(since) => {

@@ -424,6 +424,10 @@ fn run_server(args: ServeArgs) -> Result<(), String> {
         let addr = listener.local_addr().map_err(|e| e.to_string())?;
         if let Some(url) = url {
             replica::spawn(app.clone(), url);
+            // Listening for changes and caught up before the first request is accepted.
+            while !app.is_ready() {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
         }
         spawn_background(app, renew);
         tracing::info!("fleetgate-server listening on http://{addr}");

@@ -553,14 +553,21 @@ impl App {
         Ok(())
     }
 
-    /// Registers a user's event stream; returns its receiver and the revision it starts after.
-    /// Registration and the revision are read together, so no change falls between the
-    /// stream's catch-up and its live events.
-    pub fn subscribe_user(&self, viewer: &str, session: &str) -> ApiResult<(mpsc::Receiver<Event>, Arc<Engine>)> {
+    /// Registers a user's event stream; returns its receiver and the engine version it starts
+    /// from. Registration and the version are read together, so no change falls between the
+    /// stream's catch-up and its live events. A client resuming from a revision this replica
+    /// has not reached yet (it saw it on another replica) gets only the changes after it.
+    pub fn subscribe_user(
+        &self,
+        viewer: &str,
+        session: &str,
+        since: Option<u64>,
+    ) -> ApiResult<(mpsc::Receiver<Event>, Arc<Engine>)> {
         let (tx, rx) = mpsc::channel(STREAM_QUEUE);
         let mut s = self.subs.lock().map_err(|_| ApiError::Internal("the subscriber lock was poisoned".into()))?;
         let engine = self.engine();
-        s.users.push(UserSub { viewer: viewer.to_owned(), session: session.to_owned(), start: engine.revision(), tx });
+        let start = engine.revision().max(since.unwrap_or(0));
+        s.users.push(UserSub { viewer: viewer.to_owned(), session: session.to_owned(), start, tx });
         Ok((rx, engine))
     }
 

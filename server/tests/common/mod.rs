@@ -25,7 +25,8 @@ pub fn pg_database(tag: &str) -> String {
     let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
     let name = format!("fg_{}_{}_{n}", tag.replace(|c: char| !c.is_ascii_alphanumeric(), "_"), std::process::id());
     let mut admin = postgres::Client::connect(&format!("{base}/postgres"), postgres::NoTls).unwrap();
-    admin.batch_execute(&format!("DROP DATABASE IF EXISTS {name}; CREATE DATABASE {name}")).unwrap();
+    admin.batch_execute(&format!("DROP DATABASE IF EXISTS {name}")).unwrap();
+    admin.batch_execute(&format!("CREATE DATABASE {name}")).unwrap();
     format!("{base}/{name}")
 }
 
