@@ -4,7 +4,7 @@ export PATH := $(CURDIR)/node_modules/.bin:$(HOME)/.cargo/bin:$(PATH)
 LISTEN ?= 127.0.0.1:8080
 DB ?= ./fleetgate.db
 
-.PHONY: run test setup setup-test pkg lint test-rust test-wasm test-node test-workerd test-edge test-browser test-sync test-package docs bench bench-edge bench-wasm bench-server clean
+.PHONY: run test setup setup-test pkg lint test-rust test-pg bench-replicas test-wasm test-node test-workerd test-edge test-browser test-sync test-package docs bench bench-edge bench-wasm bench-server clean
 
 ## run: the server with the demo world and the dashboard on http://$(LISTEN)
 run: setup pkg
@@ -12,7 +12,7 @@ run: setup pkg
 	./target/release/fleetgate-server --demo --listen $(LISTEN) --db $(DB)
 
 ## test: every check and test suite (installs what is missing)
-test: setup-test lint test-rust pkg test-wasm test-node test-workerd test-edge test-browser test-sync test-package
+test: setup-test lint test-rust test-pg pkg test-wasm test-node test-workerd test-edge test-browser test-sync test-package
 	@echo "fleetgate: all test suites passed"
 
 setup:
@@ -31,6 +31,13 @@ lint:
 
 test-rust:
 	cargo test --workspace
+
+## test-pg: replicas over a throwaway PostgreSQL (scripts/postgres.sh installs and starts it as
+## an unprivileged user, stops it at the end): the replica suite (racing commands, streams,
+## kill -9, a database restart), then the whole HTTP and attack suites against PostgreSQL
+test-pg:
+	scripts/postgres.sh sh -c 'cargo test -p fleetgate-server --test replicas -- --include-ignored --test-threads=1 && \
+	  FLEETGATE_SOAK_SECONDS=5 cargo test -p fleetgate-server --test http --test attack'
 
 test-wasm:
 	wasm-pack test --node -- -p fleetgate --test wasm_boundary
