@@ -88,6 +88,12 @@ clean:
 	cargo clean
 	rm -rf pkg node_modules/fleetgate
 
+## bench-replicas: durable commands/s with 1, 2, 3 replicas on PostgreSQL against SQLite in one
+## process, and fan-out latency between replicas (a throwaway PostgreSQL, see test-pg)
+bench-replicas:
+	cargo build --release -p fleetgate-server --bin fleetgate-server --example replicas
+	scripts/postgres.sh cargo run --release -p fleetgate-server --example replicas
+
 bench-server:
 	cargo build --release -p fleetgate-server --bin fleetgate-server --example load
 	cargo run --release -p fleetgate-server --example load

@@ -86,7 +86,11 @@ pub fn config(url: &str) -> StoreResult<tokio_postgres::Config> {
     cfg.connect_timeout(Duration::from_secs(3));
     cfg.keepalives(true);
     cfg.keepalives_idle(Duration::from_secs(10));
-    cfg.options("-c statement_timeout=10000 -c lock_timeout=5000 -c idle_in_transaction_session_timeout=10000");
+    // The URL's own `options` (e.g. `-c synchronous_commit=off`) come last and win.
+    let own = cfg.get_options().unwrap_or_default().to_owned();
+    cfg.options(&format!(
+        "-c statement_timeout=10000 -c lock_timeout=5000 -c idle_in_transaction_session_timeout=10000 {own}"
+    ));
     cfg.application_name("fleetgate-server");
     Ok(cfg)
 }
@@ -177,8 +181,14 @@ impl Postgres {
         let client = self.run(self.client())?;
         let mut tx = PgTx { client, rt: self.rt.clone() };
         tx.run(async {
-            pg(tx.client.batch_execute("BEGIN").await)?;
-            pg(tx.client.execute("SELECT pg_advisory_xact_lock($1)", &[&LOCK_KEY]).await).map(|_| ())
+            // One round trip: both are sent before either answer is awaited.
+            let (begin, lock) = futures_util::future::join(
+                tx.client.batch_execute("BEGIN"),
+                tx.client.execute("SELECT pg_advisory_xact_lock($1)", &[&LOCK_KEY]),
+            )
+            .await;
+            pg(begin)?;
+            pg(lock).map(|_| ())
         })?;
         match f(&mut tx) {
             Ok(out) => {
@@ -574,7 +584,8 @@ impl PgTx {
     }
 
     /// Writes an accepted change and its effects; notifies [`CHANGES`] (and [`SESSIONS`] for
-    /// each session it ends) at commit. Returns the ended sessions' ids.
+    /// each session it ends) at commit. Returns the ended sessions' ids. Every statement goes
+    /// in one pipelined round trip.
     pub fn commit(
         &mut self,
         delta: &Delta,
@@ -583,62 +594,202 @@ impl PgTx {
         fx: &Effects,
     ) -> StoreResult<Vec<String>> {
         let inverse_json = serde_json::to_string(inverse).map_err(|e| StoreError(e.to_string()))?;
-        self.run(async {
-            let c = &self.client;
-            let t = now();
-            // The audit entry names the org as it is before the change (a deleted org's last entry).
-            insert_audit(c, audit).await?;
-            write_ops(c, &delta.ops).await?;
-            let rev = delta.to.0 as i64;
-            exec(
-                c,
-                "INSERT INTO changes (revision, at, delta, inverse) VALUES ($1, $2, $3, $4)",
-                &[&rev, &t, &delta.to_json(), &inverse_json],
-            )
-            .await?;
-            set_meta(c, "revision", &delta.to.0.to_string()).await?;
-            exec(c, "SELECT pg_notify($1, $2)", &[&CHANGES, &delta.to.0.to_string()]).await?;
-            if let Some(inv) = &fx.invite {
-                exec(
-                    c,
-                    "INSERT INTO invites (token_hash, user_id, org, created_at, expires_at) VALUES ($1, $2, $3, $4, $5)",
-                    &[&inv.token_hash, &inv.user, &inv.org, &t, &inv.expires_at],
-                )
-                .await?;
-                exec(
-                    c,
-                    "INSERT INTO outbox (at, email, org, subject, body) VALUES ($1, $2, $3, $4, $5)",
-                    &[&t, &inv.email, &inv.org, &"You are invited to fleetgate", &inv.message],
-                )
-                .await?;
+        let t = now();
+        let mut p = Pipeline::default();
+        // The audit entry names the org as it is before the change (a deleted org's last entry).
+        audit_statement(&mut p, audit);
+        for op in &delta.ops {
+            op_statements(&mut p, op);
+        }
+        let rev = delta.to.0 as i64;
+        p.add(
+            "INSERT INTO changes (revision, at, delta, inverse) VALUES ($1, $2, $3, $4)",
+            vec![Box::new(rev), Box::new(t), Box::new(delta.to_json()), Box::new(inverse_json)],
+        );
+        p.add(
+            "INSERT INTO meta (key, value) VALUES ('revision', $1) ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
+            vec![Box::new(delta.to.0.to_string())],
+        );
+        p.add("SELECT pg_notify($1, $2)", vec![Box::new(CHANGES), Box::new(delta.to.0.to_string())]);
+        if let Some(inv) = &fx.invite {
+            p.add(
+                "INSERT INTO invites (token_hash, user_id, org, created_at, expires_at) VALUES ($1, $2, $3, $4, $5)",
+                vec![
+                    Box::new(inv.token_hash.clone()),
+                    Box::new(inv.user.clone()),
+                    Box::new(inv.org.clone()),
+                    Box::new(t),
+                    Box::new(inv.expires_at),
+                ],
+            );
+            p.add(
+                "INSERT INTO outbox (at, email, org, subject, body) VALUES ($1, $2, $3, $4, $5)",
+                vec![
+                    Box::new(t),
+                    Box::new(inv.email.clone()),
+                    Box::new(inv.org.clone()),
+                    Box::new("You are invited to fleetgate"),
+                    Box::new(inv.message.clone()),
+                ],
+            );
+        }
+        if let Some(acc) = &fx.acceptance {
+            p.add(
+                "UPDATE invites SET accepted_at = $2 WHERE token_hash = $1",
+                vec![Box::new(acc.token_hash.clone()), Box::new(t)],
+            );
+            p.add(
+                "INSERT INTO passwords (user_id, hash) VALUES ($1, $2) ON CONFLICT (user_id) DO UPDATE SET hash = EXCLUDED.hash",
+                vec![Box::new(acc.user.clone()), Box::new(acc.password_hash.clone())],
+            );
+            p.add(
+                "INSERT INTO sessions (id, token_hash, user_id, created_at, expires_at) VALUES ($1, $2, $3, $4, $5)",
+                vec![
+                    Box::new(acc.session.id.clone()),
+                    Box::new(acc.session.token_hash.clone()),
+                    Box::new(acc.session.user.clone()),
+                    Box::new(t),
+                    Box::new(acc.session.expires_at),
+                ],
+            );
+        }
+        for device in &fx.void_claims {
+            p.add("DELETE FROM claim_codes WHERE device = $1", vec![Box::new(device.clone())]);
+        }
+        for (user, org) in &fx.revoke_invites {
+            p.add(
+                "UPDATE invites SET revoked_at = $3 WHERE user_id = $1 AND ($2 = '' OR org = $2) AND accepted_at IS NULL AND revoked_at IS NULL",
+                vec![Box::new(user.clone()), Box::new(org.clone()), Box::new(t)],
+            );
+        }
+        let first_ended = p.len();
+        for user in &fx.end_sessions_of {
+            p.add(
+                &end_sessions_sql("user_id = $1"),
+                vec![Box::new(user.clone()), Box::new(t), Box::new(fx.end_reason)],
+            );
+        }
+        let results = self.run(p.run(&self.client))?;
+        let mut ended = Vec::new();
+        for rows in results.iter().skip(first_ended) {
+            for row in rows {
+                ended.push(get(row, 0)?);
             }
-            if let Some(acc) = &fx.acceptance {
-                exec(c, "UPDATE invites SET accepted_at = $2 WHERE token_hash = $1", &[&acc.token_hash, &t]).await?;
-                exec(
-                    c,
-                    "INSERT INTO passwords (user_id, hash) VALUES ($1, $2) ON CONFLICT (user_id) DO UPDATE SET hash = EXCLUDED.hash",
-                    &[&acc.user, &acc.password_hash],
-                )
-                .await?;
-                insert_session(c, &acc.session).await?;
-            }
-            for device in &fx.void_claims {
-                exec(c, "DELETE FROM claim_codes WHERE device = $1", &[device]).await?;
-            }
-            for (user, org) in &fx.revoke_invites {
-                exec(
-                    c,
-                    "UPDATE invites SET revoked_at = $3 WHERE user_id = $1 AND ($2 = '' OR org = $2) AND accepted_at IS NULL AND revoked_at IS NULL",
-                    &[user, org, &t],
-                )
-                .await?;
-            }
-            let mut ended = Vec::new();
-            for user in &fx.end_sessions_of {
-                ended.extend(end_sessions_where(c, "user_id = $1", user, fx.end_reason).await?);
-            }
-            Ok(ended)
-        })
+        }
+        Ok(ended)
+    }
+}
+
+/// A statement parameter owned by a [`Pipeline`].
+type Param = Box<dyn ToSql + Sync + Send>;
+
+/// Statements sent together on one connection: tokio-postgres pipelines queries that are
+/// polled concurrently, so they cost one round trip instead of one each. The server runs
+/// them in the order sent (all prepared first, so none waits on its preparation and is
+/// overtaken); the first error fails the whole transaction.
+#[derive(Default)]
+struct Pipeline {
+    statements: Vec<(String, Vec<Param>)>,
+}
+
+impl Pipeline {
+    fn add(&mut self, sql: &str, params: Vec<Param>) {
+        self.statements.push((sql.to_owned(), params));
+    }
+
+    fn len(&self) -> usize {
+        self.statements.len()
+    }
+
+    async fn run(&self, c: &Object) -> StoreResult<Vec<Vec<tokio_postgres::Row>>> {
+        let prepared =
+            pg(futures_util::future::try_join_all(self.statements.iter().map(|(sql, _)| c.prepare_cached(sql))).await)?;
+        let queries = prepared.iter().zip(&self.statements).map(|(st, (_, params))| {
+            let refs: Vec<&(dyn ToSql + Sync)> = params.iter().map(|p| p.as_ref() as &(dyn ToSql + Sync)).collect();
+            async move { c.query(st, &refs).await }
+        });
+        pg(futures_util::future::try_join_all(queries).await)
+    }
+}
+
+fn audit_statement(p: &mut Pipeline, e: &AuditRow) {
+    p.add(
+        "INSERT INTO audit (at, actor, action, org_uid, target, outcome, detail)
+         VALUES ($1, $2, $3, (SELECT uid FROM org_uids WHERE org = $4 AND live), $5, $6, $7)",
+        vec![
+            Box::new(now()),
+            Box::new(e.actor.clone()),
+            Box::new(e.action.clone()),
+            Box::new(e.org.clone()),
+            Box::new(e.target.clone()),
+            Box::new(e.outcome.clone()),
+            Box::new(e.detail.to_string()),
+        ],
+    );
+}
+
+/// The statements writing one delta op to the entity tables (a newly created org gets a
+/// fresh identity).
+fn op_statements(p: &mut Pipeline, op: &Op) {
+    match op {
+        Op::PutOrg { org } => {
+            let roles = org.roles.as_ref().map(|r| serde_json::to_string(r).unwrap_or_default());
+            p.add(
+                "INSERT INTO orgs (id, name, parent, plan, suspended, roles) VALUES ($1, $2, $3, $4, $5, $6)
+                 ON CONFLICT (id) DO UPDATE SET name = EXCLUDED.name, parent = EXCLUDED.parent, plan = EXCLUDED.plan,
+                 suspended = EXCLUDED.suspended, roles = EXCLUDED.roles",
+                vec![
+                    Box::new(org.id.to_string()),
+                    Box::new(org.name.clone()),
+                    Box::new(org.parent.as_ref().map(|p| p.to_string())),
+                    Box::new(plan_str(org.plan)),
+                    Box::new(org.suspended),
+                    Box::new(roles),
+                ],
+            );
+            p.add(
+                "INSERT INTO org_uids (org, live) SELECT $1, true WHERE NOT EXISTS (SELECT 1 FROM org_uids WHERE org = $1 AND live)",
+                vec![Box::new(org.id.to_string())],
+            );
+        }
+        Op::PutUser { user } => p.add(
+            "INSERT INTO users (id, email, name, status) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (id) DO UPDATE SET email = EXCLUDED.email, name = EXCLUDED.name, status = EXCLUDED.status",
+            vec![
+                Box::new(user.id.to_string()),
+                Box::new(user.email.clone()),
+                Box::new(user.name.clone()),
+                Box::new(status_str(user.status)),
+            ],
+        ),
+        Op::PutMembership { membership: m } => p.add(
+            "INSERT INTO memberships (user_id, org, role) VALUES ($1, $2, $3)
+             ON CONFLICT (user_id, org) DO UPDATE SET role = EXCLUDED.role",
+            vec![Box::new(m.user.to_string()), Box::new(m.org.to_string()), Box::new(m.role.to_string())],
+        ),
+        Op::PutDevice { device: d } => p.add(
+            "INSERT INTO devices (id, name, org, owner) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (id) DO UPDATE SET name = EXCLUDED.name, org = EXCLUDED.org, owner = EXCLUDED.owner",
+            vec![
+                Box::new(d.id.to_string()),
+                Box::new(d.name.clone()),
+                Box::new(d.org.to_string()),
+                Box::new(d.owner.as_ref().map(|o| o.to_string())),
+            ],
+        ),
+        Op::RemoveOrg { id } => {
+            p.add("DELETE FROM orgs WHERE id = $1", vec![Box::new(id.to_string())]);
+            p.add("UPDATE org_uids SET live = false WHERE org = $1", vec![Box::new(id.to_string())]);
+        }
+        Op::RemoveUser { id } => {
+            p.add("DELETE FROM users WHERE id = $1", vec![Box::new(id.to_string())]);
+            p.add("DELETE FROM passwords WHERE user_id = $1", vec![Box::new(id.to_string())]);
+        }
+        Op::RemoveDevice { id } => p.add("DELETE FROM devices WHERE id = $1", vec![Box::new(id.to_string())]),
+        Op::RemoveMembership { user, org } => p.add(
+            "DELETE FROM memberships WHERE user_id = $1 AND org = $2",
+            vec![Box::new(user.to_string()), Box::new(org.to_string())],
+        ),
     }
 }
 
@@ -711,12 +862,17 @@ async fn insert_session(c: &Object, s: &SessionRow) -> StoreResult<()> {
 
 /// Ends the live sessions matching `cond` (`$1` bound to `arg`), telling every replica.
 async fn end_sessions_where(c: &Object, cond: &str, arg: &str, reason: &str) -> StoreResult<Vec<String>> {
-    let sql = format!(
+    let r = rows(c, &end_sessions_sql(cond), &[&arg, &now(), &reason]).await?;
+    r.iter().map(|row| get(row, 0)).collect()
+}
+
+/// Ends the live sessions matching `cond` (`$1`; `$2` the time, `$3` the reason), notifying
+/// each one's id on [`SESSIONS`]; answers their ids.
+fn end_sessions_sql(cond: &str) -> String {
+    format!(
         "WITH ended AS (UPDATE sessions SET ended_at = $2, end_reason = $3 WHERE ended_at IS NULL AND {cond} RETURNING id)
          SELECT id, pg_notify('{SESSIONS}', id) FROM ended"
-    );
-    let r = rows(c, &sql, &[&arg, &now(), &reason]).await?;
-    r.iter().map(|row| get(row, 0)).collect()
+    )
 }
 
 async fn insert_audit(c: &Object, e: &AuditRow) -> StoreResult<()> {
@@ -728,75 +884,6 @@ async fn insert_audit(c: &Object, e: &AuditRow) -> StoreResult<()> {
     )
     .await
     .map(|_| ())
-}
-
-/// Writes delta ops to the entity tables, giving each newly created org a fresh identity.
-async fn write_ops(c: &Object, ops: &[Op]) -> StoreResult<()> {
-    for op in ops {
-        match op {
-            Op::PutOrg { org } => {
-                let roles = org.roles.as_ref().map(|r| serde_json::to_string(r).unwrap_or_default());
-                exec(
-                    c,
-                    "INSERT INTO orgs (id, name, parent, plan, suspended, roles) VALUES ($1, $2, $3, $4, $5, $6)
-                     ON CONFLICT (id) DO UPDATE SET name = EXCLUDED.name, parent = EXCLUDED.parent, plan = EXCLUDED.plan,
-                     suspended = EXCLUDED.suspended, roles = EXCLUDED.roles",
-                    &[&org.id.as_str(), &org.name, &org.parent.as_ref().map(|p| p.as_str()), &plan_str(org.plan),
-                        &org.suspended, &roles],
-                )
-                .await?;
-                exec(
-                    c,
-                    "INSERT INTO org_uids (org, live) SELECT $1, true WHERE NOT EXISTS (SELECT 1 FROM org_uids WHERE org = $1 AND live)",
-                    &[&org.id.as_str()],
-                )
-                .await?;
-            }
-            Op::PutUser { user } => {
-                exec(
-                    c,
-                    "INSERT INTO users (id, email, name, status) VALUES ($1, $2, $3, $4)
-                     ON CONFLICT (id) DO UPDATE SET email = EXCLUDED.email, name = EXCLUDED.name, status = EXCLUDED.status",
-                    &[&user.id.as_str(), &user.email, &user.name, &status_str(user.status)],
-                )
-                .await?;
-            }
-            Op::PutMembership { membership: m } => {
-                exec(
-                    c,
-                    "INSERT INTO memberships (user_id, org, role) VALUES ($1, $2, $3)
-                     ON CONFLICT (user_id, org) DO UPDATE SET role = EXCLUDED.role",
-                    &[&m.user.as_str(), &m.org.as_str(), &m.role.as_str()],
-                )
-                .await?;
-            }
-            Op::PutDevice { device: d } => {
-                exec(
-                    c,
-                    "INSERT INTO devices (id, name, org, owner) VALUES ($1, $2, $3, $4)
-                     ON CONFLICT (id) DO UPDATE SET name = EXCLUDED.name, org = EXCLUDED.org, owner = EXCLUDED.owner",
-                    &[&d.id.as_str(), &d.name, &d.org.as_str(), &d.owner.as_ref().map(|o| o.as_str())],
-                )
-                .await?;
-            }
-            Op::RemoveOrg { id } => {
-                exec(c, "DELETE FROM orgs WHERE id = $1", &[&id.as_str()]).await?;
-                exec(c, "UPDATE org_uids SET live = false WHERE org = $1", &[&id.as_str()]).await?;
-            }
-            Op::RemoveUser { id } => {
-                exec(c, "DELETE FROM users WHERE id = $1", &[&id.as_str()]).await?;
-                exec(c, "DELETE FROM passwords WHERE user_id = $1", &[&id.as_str()]).await?;
-            }
-            Op::RemoveDevice { id } => {
-                exec(c, "DELETE FROM devices WHERE id = $1", &[&id.as_str()]).await?;
-            }
-            Op::RemoveMembership { user, org } => {
-                exec(c, "DELETE FROM memberships WHERE user_id = $1 AND org = $2", &[&user.as_str(), &org.as_str()])
-                    .await?;
-            }
-        }
-    }
-    Ok(())
 }
 
 /// Writes a seed's entities with one statement per table (arrays unnested server-side).
