@@ -88,7 +88,7 @@ pub fn config(url: &str) -> StoreResult<tokio_postgres::Config> {
     cfg.keepalives_idle(Duration::from_secs(10));
     // The URL's own `options` (e.g. `-c synchronous_commit=off`) come last and win.
     let own = cfg.get_options().unwrap_or_default().to_owned();
-    cfg.options(&format!(
+    cfg.options(format!(
         "-c statement_timeout=10000 -c lock_timeout=5000 -c idle_in_transaction_session_timeout=10000 {own}"
     ));
     cfg.application_name("fleetgate-server");
