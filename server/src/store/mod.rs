@@ -225,7 +225,7 @@ impl Db {
     pub fn write<R, E: From<StoreError>>(&self, f: impl FnOnce(&mut Tx<'_>) -> Result<R, E>) -> Result<R, E> {
         match self {
             Db::Sqlite(s) => s.write(|tx| f(&mut Tx::Sqlite(tx))),
-            Db::Postgres(p) => p.write(|tx| f(&mut Tx::Postgres(tx))),
+            Db::Postgres(p) => p.write_at_head(|tx| f(&mut Tx::Postgres(tx))),
         }
     }
 

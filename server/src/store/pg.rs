@@ -115,6 +115,8 @@ pub struct Postgres {
 pub struct PgTx {
     client: Object,
     rt: tokio::runtime::Handle,
+    /// The chain's head, read with the lock (a commit's transaction).
+    head: Option<u64>,
 }
 
 async fn rows(c: &Object, sql: &str, params: &[&(dyn ToSql + Sync)]) -> StoreResult<Vec<tokio_postgres::Row>> {
@@ -178,17 +180,46 @@ impl Postgres {
 
     /// Runs `f` in a transaction holding the writers' advisory lock.
     pub fn write<R, E: From<StoreError>>(&self, f: impl FnOnce(&mut PgTx) -> Result<R, E>) -> Result<R, E> {
+        self.write_tx(false, f)
+    }
+
+    /// Runs `f` in a transaction holding the writers' advisory lock, the chain's head read
+    /// with it (a commit: one round trip to begin, lock and read the head).
+    pub fn write_at_head<R, E: From<StoreError>>(&self, f: impl FnOnce(&mut PgTx) -> Result<R, E>) -> Result<R, E> {
+        self.write_tx(true, f)
+    }
+
+    fn write_tx<R, E: From<StoreError>>(
+        &self,
+        at_head: bool,
+        f: impl FnOnce(&mut PgTx) -> Result<R, E>,
+    ) -> Result<R, E> {
         let client = self.run(self.client())?;
-        let mut tx = PgTx { client, rt: self.rt.clone() };
-        tx.run(async {
-            // One round trip: both are sent before either answer is awaited.
-            let (begin, lock) = futures_util::future::join(
-                tx.client.batch_execute("BEGIN"),
-                tx.client.execute("SELECT pg_advisory_xact_lock($1)", &[&LOCK_KEY]),
-            )
-            .await;
+        let mut tx = PgTx { client, rt: self.rt.clone(), head: None };
+        tx.head = tx.run(async {
+            let c = &tx.client;
+            let lock = pg(c.prepare_cached("SELECT pg_advisory_xact_lock($1)").await)?;
+            let head = if at_head {
+                Some(pg(c.prepare_cached("SELECT value FROM meta WHERE key = 'revision'").await)?)
+            } else {
+                None
+            };
+            // Sent together, answered in order: one round trip.
+            let (begin, locked, row) =
+                futures_util::future::join3(c.batch_execute("BEGIN"), c.execute(&lock, &[&LOCK_KEY]), async {
+                    match &head {
+                        Some(st) => c.query_opt(st, &[]).await.map(Some),
+                        None => Ok(None),
+                    }
+                })
+                .await;
             pg(begin)?;
-            pg(lock).map(|_| ())
+            pg(locked)?;
+            let value: Option<String> = match pg(row)?.flatten() {
+                Some(r) => get(&r, 0)?,
+                None => None,
+            };
+            Ok::<_, StoreError>(value.map(|v| v.parse().unwrap_or(0)))
         })?;
         match f(&mut tx) {
             Ok(out) => {
@@ -572,6 +603,9 @@ impl PgTx {
     }
 
     pub fn head(&mut self) -> StoreResult<u64> {
+        if let Some(h) = self.head {
+            return Ok(h);
+        }
         self.run(async { Ok(get_meta(&self.client, "revision").await?.and_then(|s| s.parse().ok()).unwrap_or(0)) })
     }
 
