@@ -71,7 +71,8 @@ pub async fn login(
 ) -> ApiResult<Response> {
     let key = format!("login:{}", req.email.trim().to_ascii_lowercase());
     let ip = addr;
-    app.logins.check(&key, ip, now()).map_err(ApiError::Throttled)?;
+    let (a, k) = (app.clone(), key.clone());
+    blocking(move || Ok(a.logins.check(&k, ip, now()))).await?.map_err(ApiError::Throttled)?;
     let engine = app.engine();
     let user = engine.user_by_email(req.email.trim());
     let a = app.clone();
@@ -86,10 +87,20 @@ pub async fn login(
     let password = req.password;
     let ok = app.hasher.run(move || auth::verify_password(&password, &hash)).await.ok_or(ApiError::Busy)? && known;
     let Some(user) = user.filter(|_| ok) else {
-        app.logins.fail(&key, ip, now());
+        let a = app.clone();
+        blocking(move || {
+            a.logins.fail(&key, ip, now());
+            Ok(())
+        })
+        .await?;
         return Err(ApiError::InvalidCredentials);
     };
-    app.logins.succeed(&key);
+    let a = app.clone();
+    blocking(move || {
+        a.logins.succeed(&key);
+        Ok(())
+    })
+    .await?;
     if !engine.may_sign_in(user.id.as_str()) {
         return Err(ApiError::denied(Code::DenyUserInactive.as_str()));
     }
@@ -475,8 +486,10 @@ pub async fn command(State(app): State<AppState>, caller: Caller, JsonText(text)
 async fn check_claim(app: &AppState, caller: &Caller, device: &str, code: &str) -> ApiResult<String> {
     let t = now();
     let (dkey, akey) = (format!("claim-device:{device}"), format!("claim-actor:{}", caller.user));
-    app.claims.check(&dkey, None, t).map_err(ApiError::Throttled)?;
-    app.claims.check(&akey, None, t).map_err(ApiError::Throttled)?;
+    let (a, d, k) = (app.clone(), dkey.clone(), akey.clone());
+    blocking(move || Ok(a.claims.check(&d, None, t).and_then(|()| a.claims.check(&k, None, t))))
+        .await?
+        .map_err(ApiError::Throttled)?;
     let a = app.clone();
     let d = device.to_owned();
     let stored = blocking(move || Ok(a.db.claim_code_hash(&d)?)).await?;
@@ -486,13 +499,23 @@ async fn check_claim(app: &AppState, caller: &Caller, device: &str, code: &str) 
         app.hasher.run(move || auth::verify_password(&code, &hash)).await.ok_or(ApiError::Busy)? && stored.is_some();
     match stored.filter(|_| ok) {
         Some(h) => {
-            app.claims.succeed(&dkey);
-            app.claims.succeed(&akey);
+            let a = app.clone();
+            blocking(move || {
+                a.claims.succeed(&dkey);
+                a.claims.succeed(&akey);
+                Ok(())
+            })
+            .await?;
             Ok(h)
         }
         None => {
-            app.claims.fail(&dkey, None, t);
-            app.claims.fail(&akey, None, t);
+            let a = app.clone();
+            blocking(move || {
+                a.claims.fail(&dkey, None, t);
+                a.claims.fail(&akey, None, t);
+                Ok(())
+            })
+            .await?;
             let engine = app.engine();
             let audit = AuditRow {
                 actor: caller.user.clone(),

@@ -32,6 +32,12 @@ pub fn new_token() -> Result<String, String> {
     Ok(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes))
 }
 
+/// Whether `token` has the shape of the session tokens [`new_token`] makes (43 base64url
+/// characters).
+pub fn is_session_token(token: &str) -> bool {
+    token.len() == 43 && token.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
 /// A fresh random session id (16 bytes, base64url): the `sid` of access tokens.
 pub fn new_session_id() -> Result<String, String> {
     let mut bytes = [0u8; 16];

@@ -10,7 +10,9 @@ use axum::http::{header, HeaderMap, StatusCode};
 use serde::de::DeserializeOwned;
 
 use crate::error::ApiError;
-use crate::state::AppState;
+use std::sync::Arc;
+
+use crate::state::{AppState, Session};
 use crate::store::now;
 
 /// The largest access token looked at.
@@ -40,7 +42,7 @@ fn is_jwt(token: &str) -> bool {
 }
 
 /// Authenticates a session token or an access token (SPEC §7.1): the session must be live.
-pub fn authenticate(app: &AppState, headers: &HeaderMap) -> Result<Caller, ApiError> {
+pub async fn authenticate(app: &AppState, headers: &HeaderMap) -> Result<Caller, ApiError> {
     let token = token_of(headers).filter(|t| !t.is_empty()).ok_or(ApiError::Unauthenticated("missing bearer token"))?;
     let t = now();
     let session = if is_jwt(token) {
@@ -49,14 +51,26 @@ pub fn authenticate(app: &AppState, headers: &HeaderMap) -> Result<Caller, ApiEr
         }
         let claims = fleetgate::token::verify_token(token, &app.keys().verify, t.max(0) as u64)
             .map_err(|_| ApiError::Unauthenticated("invalid or expired access token"))?;
-        let s = app.session_by_id(&claims.sid).ok_or(ApiError::Unauthenticated("the session has ended"))?;
+        let s = match app.sessions.by_id(&claims.sid) {
+            Some(s) => s,
+            None => stored_session(app, claims.sid.clone(), true)
+                .await?
+                .ok_or(ApiError::Unauthenticated("the session has ended"))?,
+        };
         if s.user != claims.sub {
             return Err(ApiError::Unauthenticated("invalid access token"));
         }
         s
     } else {
-        app.session_by_token(&crate::auth::digest(token))
-            .ok_or(ApiError::Unauthenticated("unknown or ended session"))?
+        let hash = crate::auth::digest(token);
+        match app.sessions.by_token(&hash) {
+            Some(s) => s,
+            // Only a token of the shape this server issues is worth a store lookup.
+            None if crate::auth::is_session_token(token) => {
+                stored_session(app, hash, false).await?.ok_or(ApiError::Unauthenticated("unknown or ended session"))?
+            }
+            None => return Err(ApiError::Unauthenticated("unknown or ended session")),
+        }
     };
     if session.expires_at <= t {
         return Err(ApiError::Unauthenticated("the session has expired; sign in again"));
@@ -64,11 +78,21 @@ pub fn authenticate(app: &AppState, headers: &HeaderMap) -> Result<Caller, ApiEr
     Ok(Caller { user: session.user.clone(), session: session.id.clone(), session_expires: session.expires_at })
 }
 
+/// A session this replica has not cached: read from the store on a blocking thread (only
+/// with replicas; one process knows every live session).
+async fn stored_session(app: &AppState, key: String, by_id: bool) -> Result<Option<Arc<Session>>, ApiError> {
+    if !app.db.shared() {
+        return Ok(None);
+    }
+    let a = app.clone();
+    crate::api::blocking(move || a.load_session(&key, by_id)).await
+}
+
 impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, app: &AppState) -> Result<Self, Self::Rejection> {
-        authenticate(app, &parts.headers)
+        authenticate(app, &parts.headers).await
     }
 }
 
@@ -86,7 +110,7 @@ impl FromRequestParts<AppState> for EdgeCaller {
         if app.cfg.edge_tokens.contains(&crate::auth::digest(token)) {
             return Ok(EdgeCaller);
         }
-        if authenticate(app, &parts.headers).is_ok() {
+        if authenticate(app, &parts.headers).await.is_ok() {
             return Err(ApiError::Denied("FORBIDDEN".into(), "user tokens do not reach /api/edge".into()));
         }
         Err(ApiError::Unauthenticated("unknown edge credential"))

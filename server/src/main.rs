@@ -445,8 +445,10 @@ fn main() -> std::process::ExitCode {
     let args = Args::parse();
     let result = match args.cmd {
         Some(Cmd::RotateKey { db, database_url }) => {
-            runtime().and_then(|rt| open_store(database_url.as_deref(), &db, false, false, &rt)).and_then(|s| {
-                let id = new_key(&s)?;
+            // The runtime runs the PostgreSQL driver: it lives until the key is stored.
+            runtime().and_then(|rt| {
+                let store = open_store(database_url.as_deref(), &db, false, false, &rt)?;
+                let id = new_key(&store)?;
                 println!("active signing key: {id}");
                 Ok(())
             })

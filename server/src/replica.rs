@@ -10,12 +10,16 @@
 //!
 //! **Readiness.** The replica answers only while it is current: it is marked not ready when
 //! the listening connection drops or a catch-up fails, and ready again only after it has
-//! reconnected, listened again and caught up with the head. Until then `/healthz` says so
+//! reconnected, listened again and caught up with the head; and it counts as current only for
+//! 3 s after it last reached the head (the poll reaches it every second), so a store that
+//! stops answering without closing the connection makes it not ready within seconds. Until then `/healthz` says so
 //! (503) and `/api` requests are refused with 503 `UNAVAILABLE` and `Retry-After: 1`.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
+use tokio::sync::Notify;
 use tokio_postgres::{AsyncMessage, NoTls};
 
 use crate::state::AppState;
@@ -32,8 +36,11 @@ pub fn spawn(app: AppState, url: String) {
             }
         };
         let mut backoff = Duration::from_millis(100);
+        // Kept across reconnections: sessions ended elsewhere during an outage are swept on
+        // return, however long it lasted.
+        let mut swept = now() - 5;
         loop {
-            match listen(&app, &cfg).await {
+            match listen(&app, &cfg, &mut swept).await {
                 Ok(()) => backoff = Duration::from_millis(100),
                 Err(e) => tracing::warn!("change listener: {e}"),
             }
@@ -44,9 +51,10 @@ pub fn spawn(app: AppState, url: String) {
     });
 }
 
-/// One listening connection's life: connect, listen, catch up, serve notifications until the
-/// connection (or a catch-up) fails.
-async fn listen(app: &AppState, cfg: &tokio_postgres::Config) -> Result<(), String> {
+/// One listening connection's life: connect, listen, catch up, then serve notifications until
+/// the connection (or a catch-up) fails. Catch-ups run in their own task (they wait for the
+/// writer lock), so session notifications are never queued behind them.
+async fn listen(app: &AppState, cfg: &tokio_postgres::Config, swept: &mut i64) -> Result<(), String> {
     let (client, mut conn) = tokio::time::timeout(Duration::from_secs(5), cfg.connect(NoTls))
         .await
         .map_err(|_| "connecting timed out".to_owned())?
@@ -69,61 +77,76 @@ async fn listen(app: &AppState, cfg: &tokio_postgres::Config) -> Result<(), Stri
             }
         }
     });
-    let _abort = AbortOnDrop(driver);
+    let _driver = AbortOnDrop(driver);
     client
         .batch_execute(&format!("LISTEN {}; LISTEN {}", pg::CHANGES, pg::SESSIONS))
         .await
         .map_err(|e| format!("listen: {e}"))?;
     // Listening now: whatever commits from here on is notified. Catch up with what came before.
-    let mut swept = now() - 5;
-    swept = upkeep(app, swept).await?;
+    catch_up(app).await?;
+    sweep(app, swept).await?;
     app.set_ready(true);
     tracing::info!("change listener: listening, current at revision {}", app.engine().revision());
+    let wake = Arc::new(Notify::new());
+    let (failed_tx, mut failed) = tokio::sync::mpsc::channel::<String>(1);
+    let worker = {
+        let (app, wake) = (app.clone(), wake.clone());
+        tokio::spawn(async move {
+            loop {
+                wake.notified().await;
+                if let Err(e) = catch_up(&app).await {
+                    let _ = failed_tx.send(e).await;
+                    return;
+                }
+            }
+        })
+    };
+    let _worker = AbortOnDrop(worker);
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.tick().await;
     loop {
-        let mut changed = false;
-        let mut ended = Vec::new();
         tokio::select! {
             n = rx.recv() => {
                 let Some(first) = n else { return Err("the listening connection closed".into()) };
+                let mut ended = Vec::new();
                 let mut note = |(channel, payload): (String, String)| {
-                    if channel == pg::SESSIONS { ended.push(payload) } else { changed = true }
+                    if channel == pg::SESSIONS { ended.push(payload) } else { wake.notify_one() }
                 };
                 note(first);
                 while let Ok(more) = rx.try_recv() {
                     note(more);
                 }
+                if !ended.is_empty() {
+                    app.sessions_ended_elsewhere(&ended);
+                }
             }
             _ = tick.tick() => {
-                swept = upkeep(app, swept).await?;
-                continue;
+                // The poll: heals a lost notification; the sweep, a lost session notice.
+                wake.notify_one();
+                sweep(app, swept).await?;
             }
-        }
-        if !ended.is_empty() {
-            let a = app.clone();
-            let _ = tokio::task::spawn_blocking(move || a.sessions_ended_elsewhere(&ended)).await;
-        }
-        if changed {
-            catch_up(app).await?;
+            e = failed.recv() => return Err(e.unwrap_or_else(|| "the catch-up task ended".into())),
         }
     }
 }
 
-/// The poll: catch up with the head, forget sessions ended since `swept` (with a margin for
-/// clocks); returns the new sweep time.
-async fn upkeep(app: &AppState, swept: i64) -> Result<i64, String> {
-    catch_up(app).await?;
+/// Forgets the sessions ended in the store since `swept` (with a margin for clocks).
+async fn sweep(app: &AppState, swept: &mut i64) -> Result<(), String> {
     let a = app.clone();
-    let t = now();
-    tokio::task::spawn_blocking(move || {
-        let ended = a.db.ended_since(swept - 2).map_err(|e| e.0)?;
-        a.sessions_ended_elsewhere(&ended);
-        Ok::<(), String>(())
-    })
+    let (t, since) = (now(), *swept);
+    tokio::time::timeout(
+        Duration::from_secs(5),
+        tokio::task::spawn_blocking(move || {
+            let ended = a.db.ended_since(since - 2).map_err(|e| e.0)?;
+            a.sessions_ended_elsewhere(&ended);
+            Ok::<(), String>(())
+        }),
+    )
     .await
+    .map_err(|_| "the session sweep timed out".to_owned())?
     .map_err(|e| e.to_string())??;
-    Ok(t)
+    *swept = t;
+    Ok(())
 }
 
 async fn catch_up(app: &AppState) -> Result<(), String> {

@@ -192,6 +192,13 @@ struct Subscribers {
     edges: Vec<mpsc::Sender<Event>>,
 }
 
+/// How long a replica counts as current after it last reached the store's head, ms.
+const CURRENT_MS: i64 = 3_000;
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
 /// Previous engine versions kept for reuse: with readers holding the newest one or two, an
 /// older one is usually free, so a commit rarely clones the whole engine.
 const SPARES: usize = 3;
@@ -216,6 +223,13 @@ pub struct App {
     pub db: Db,
     /// Whether this replica is current with the store and may answer (always, on SQLite).
     ready: AtomicBool,
+    /// Replicas: until when (Unix ms) this replica counts as current — pushed forward by every
+    /// catch-up and commit that reached the store's head; a replica whose store stopped
+    /// answering stops being ready within seconds, not at the next TCP timeout.
+    current_until: std::sync::atomic::AtomicI64,
+    /// Sessions recently forgotten because they ended elsewhere (id → when), so the sweep
+    /// that re-reads them tells edges once.
+    ended_elsewhere: Mutex<HashMap<String, i64>>,
     pub sessions: Sessions,
     pub logins: Throttle,
     pub claims: Throttle,
@@ -249,6 +263,8 @@ impl App {
             world: RwLock::new(Arc::new(engine)),
             writer: Mutex::new(Writer { spares: Vec::new(), recent: VecDeque::new() }),
             ready: AtomicBool::new(!db.shared()),
+            current_until: std::sync::atomic::AtomicI64::new(0),
+            ended_elsewhere: Mutex::new(HashMap::new()),
             logins: if db.shared() { Throttle::shared(LOGIN, "login", db.clone()) } else { Throttle::new(LOGIN) },
             claims: if db.shared() { Throttle::shared(LOGIN, "claim", db.clone()) } else { Throttle::new(LOGIN) },
             db,
@@ -284,7 +300,12 @@ impl App {
     /// Whether this replica is current with the store (readiness: `/healthz`, and every
     /// `/api` request is refused with 503 until it is).
     pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::SeqCst)
+        self.ready.load(Ordering::SeqCst) && (!self.db.shared() || now_ms() < self.current_until.load(Ordering::SeqCst))
+    }
+
+    /// Records that the published engine is at the store's head now (replicas).
+    pub fn mark_current(&self) {
+        self.current_until.store(now_ms() + CURRENT_MS, Ordering::SeqCst);
     }
 
     /// Marks this replica current or not (the change listener, `replica.rs`).
@@ -302,6 +323,17 @@ impl App {
         decide: impl FnOnce(&Engine) -> ApiResult<(Option<Delta>, AuditRow, Effects, T)>,
     ) -> ApiResult<T> {
         let mut w = self.writer()?;
+        if self.db.shared() {
+            // Most of what other replicas committed is applied before the cluster-wide lock is
+            // taken; inside it only what landed in between.
+            let head = self.db.revision()?.unwrap_or(0);
+            let rev = self.engine().revision();
+            if head > rev {
+                if let Some(missed) = self.db.deltas_between(rev, head)? {
+                    self.advance(&mut w, missed)?;
+                }
+            }
+        }
         let (out, done) = self.db.write(|tx| {
             // Other replicas' changes first: the decision is made on the head it commits onto.
             let head = tx.head()?;
@@ -334,6 +366,9 @@ impl App {
             let ended = tx.commit(&delta, &inverse, &audit, &fx)?;
             Ok((out, Some((cur, next, delta, ended, fx.acceptance))))
         })?;
+        if self.db.shared() {
+            self.mark_current();
+        }
         // Committed: publish (had the commit failed, `next` would be dropped unpublished).
         if let Some((cur, next, delta, ended, acceptance)) = done {
             self.publish(&mut w, cur, next, &delta)?;
@@ -412,6 +447,7 @@ impl App {
         let head = self.db.revision()?.unwrap_or(0);
         let rev = self.engine().revision();
         if head == rev {
+            self.mark_current();
             return Ok(rev);
         }
         let missed = if head > rev { self.db.deltas_between(rev, head)? } else { None };
@@ -424,6 +460,7 @@ impl App {
             }
             None => self.reload(&mut w)?,
         }
+        self.mark_current();
         Ok(self.engine().revision())
     }
 
@@ -445,42 +482,37 @@ impl App {
         Ok(())
     }
 
-    /// The live session of a token hash: cached, or (replicas) read from the store.
-    pub fn session_by_token(&self, token_hash: &str) -> Option<Arc<Session>> {
-        self.sessions.by_token(token_hash).or_else(|| self.load_session(token_hash, false))
-    }
-
-    /// The live session of an id: cached, or (replicas) read from the store.
-    pub fn session_by_id(&self, sid: &str) -> Option<Arc<Session>> {
-        self.sessions.by_id(sid).or_else(|| self.load_session(sid, true))
-    }
-
-    /// A session another replica created: read from the store (blocking), cached when no
-    /// session ended while it was read.
-    fn load_session(&self, key: &str, by_id: bool) -> Option<Arc<Session>> {
-        if !self.db.shared() {
-            return None;
-        }
+    /// A session another replica created, read from the store (blocking), cached when no
+    /// session ended while it was read. A store that cannot answer is 503, not 401.
+    pub fn load_session(&self, key: &str, by_id: bool) -> ApiResult<Option<Arc<Session>>> {
         let removals = self.sessions.removals.load(Ordering::SeqCst);
-        let row = match self.db.live_session(key, by_id, now()) {
-            Ok(row) => row?,
-            Err(e) => {
-                tracing::warn!("session lookup: {e}");
-                return None;
-            }
+        let Some(row) = self.db.live_session(key, by_id, now()).map_err(|e| {
+            tracing::warn!("session lookup: {e}");
+            ApiError::NotReady
+        })?
+        else {
+            return Ok(None);
         };
         let s = Session { id: row.id, user: row.user, expires_at: row.expires_at };
         if self.sessions.removals.load(Ordering::SeqCst) == removals {
             self.sessions.insert(row.token_hash, s.clone());
         }
-        Some(Arc::new(s))
+        Ok(Some(Arc::new(s)))
     }
 
     /// Forgets sessions ended elsewhere (another replica's logout, from its notification or
     /// the store's list of ended sessions).
     pub fn sessions_ended_elsewhere(&self, sids: &[String]) {
-        let known: Vec<String> = sids.iter().filter(|s| self.sessions.by_id(s).is_some()).cloned().collect();
-        self.forget_sessions(&known);
+        let t = now();
+        let fresh: Vec<String> = match self.ended_elsewhere.lock() {
+            Ok(mut seen) => {
+                seen.retain(|_, at| *at > t - 60);
+                sids.iter().filter(|s| seen.insert((*s).clone(), t).is_none()).cloned().collect()
+            }
+            Err(_) => sids.to_vec(),
+        };
+        // Cached or not: its streams here close and this replica's edges are told.
+        self.forget_sessions(&fresh);
     }
 
     /// Sends each user stream its projected delta and each edge stream the signed full delta.
@@ -543,6 +575,10 @@ impl App {
     /// Sends every edge stream a signed renewal of the current revision (under the writer
     /// lock, so it cannot overtake a delta). Blocking.
     pub fn renew(&self) -> ApiResult<()> {
+        // A replica that is not current does not vouch for its state.
+        if !self.is_ready() {
+            return Ok(());
+        }
         let _w = self.writer()?;
         let rev = self.engine().revision();
         let Some(env) = self.sign_delta(&Delta::new(rev, rev, Vec::new())) else { return Ok(()) };

@@ -218,6 +218,27 @@ fn racing_replicas_make_one_chain_and_every_stream_sees_it() {
     let end = end + wins as u64;
     assert_eq!(wins, 1, "one claim of one device wins: {outcomes:?}");
 
+    // A session ended on one replica is refused on the others at once, and its streams there
+    // close; a login on one works on the others.
+    let eu = servers[1].login("eu-admin");
+    let eu_stream = stream(&servers[2], &eu, servers[2].revision());
+    assert_eq!(servers[0].get(&eu, "/api/me").0, 200);
+    let t = Instant::now();
+    assert_eq!(servers[1].post(&eu, "/api/logout", &json!({})).0, 200);
+    for s in [&servers[0], &servers[2]] {
+        while s.get(&eu, "/api/me").0 != 401 {
+            assert!(t.elapsed() < Duration::from_secs(1), "an ended session still works on {} after 1 s", s.base);
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+    loop {
+        match eu_stream.recv_timeout(Duration::from_secs(1).saturating_sub(t.elapsed())) {
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            Err(mpsc::RecvTimeoutError::Timeout) => panic!("the ended session's stream on replica 2 stayed open"),
+            Ok(_) => {}
+        }
+    }
+
     // Every stream of every replica reached the end; each copy equals a fresh projection.
     for s in &servers {
         wait_ready(s, end);

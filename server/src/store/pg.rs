@@ -85,7 +85,11 @@ pub fn config(url: &str) -> StoreResult<tokio_postgres::Config> {
     let mut cfg: tokio_postgres::Config = url.parse().map_err(|e| StoreError(format!("--database-url: {e}")))?;
     cfg.connect_timeout(Duration::from_secs(3));
     cfg.keepalives(true);
-    cfg.keepalives_idle(Duration::from_secs(10));
+    cfg.keepalives_idle(Duration::from_secs(5));
+    cfg.keepalives_interval(Duration::from_secs(2));
+    cfg.keepalives_retries(3);
+    // A half-open connection (the database host gone) fails in seconds, not minutes.
+    cfg.tcp_user_timeout(Duration::from_secs(10));
     // The URL's own `options` (e.g. `-c synchronous_commit=off`) come last and win.
     let own = cfg.get_options().unwrap_or_default().to_owned();
     cfg.options(format!(
@@ -196,7 +200,7 @@ impl Postgres {
     ) -> Result<R, E> {
         let client = self.run(self.client())?;
         let mut tx = PgTx { client, rt: self.rt.clone(), head: None };
-        tx.head = tx.run(async {
+        let began = tx.run(async {
             let c = &tx.client;
             let lock = pg(c.prepare_cached("SELECT pg_advisory_xact_lock($1)").await)?;
             let head = if at_head {
@@ -220,15 +224,27 @@ impl Postgres {
                 None => None,
             };
             Ok::<_, StoreError>(value.map(|v| v.parse().unwrap_or(0)))
-        })?;
-        match f(&mut tx) {
-            Ok(out) => {
-                tx.run(async { pg(tx.client.batch_execute("COMMIT").await) })?;
-                Ok(out)
+        });
+        match began {
+            Ok(head) => tx.head = head,
+            Err(e) => {
+                // Never back into the pool inside a failed transaction (e.g. a lock timeout).
+                discard(tx.client);
+                return Err(e.into());
+            }
+        }
+        let out = f(&mut tx);
+        let end = if out.is_ok() { "COMMIT" } else { "ROLLBACK" };
+        let PgTx { client, rt, .. } = tx;
+        match block(&rt, client.batch_execute(end)) {
+            Ok(()) => {
+                drop(client);
+                out
             }
             Err(e) => {
-                let _ = tx.run(tx.client.batch_execute("ROLLBACK"));
-                Err(e)
+                discard(client);
+                out?;
+                Err(StoreError(format!("postgres: {e}")).into())
             }
         }
     }
@@ -245,15 +261,16 @@ impl Postgres {
     fn in_tx<R>(&self, f: impl AsyncFnOnce(&Object) -> StoreResult<R>) -> StoreResult<R> {
         self.run(async {
             let c = self.client().await?;
-            pg(c.batch_execute("BEGIN").await)?;
-            match f(&c).await {
-                Ok(out) => {
-                    pg(c.batch_execute("COMMIT").await)?;
-                    Ok(out)
-                }
+            let out = match pg(c.batch_execute("BEGIN").await) {
+                Ok(()) => f(&c).await,
+                Err(e) => Err(e),
+            };
+            let end = if out.is_ok() { "COMMIT" } else { "ROLLBACK" };
+            match c.batch_execute(end).await {
+                Ok(()) => out,
                 Err(e) => {
-                    let _ = c.batch_execute("ROLLBACK").await;
-                    Err(e)
+                    discard(c);
+                    out.and(Err(StoreError(format!("postgres: {e}"))))
                 }
             }
         })
@@ -392,10 +409,17 @@ impl Postgres {
         self.run(async {
             let c = self.client().await?;
             // One snapshot of the database: the revision and the rows agree.
-            pg(c.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY").await)?;
-            let out = load_in(&c).await;
-            let _ = c.batch_execute("COMMIT").await;
-            out
+            let out = match pg(c.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY").await) {
+                Ok(()) => load_in(&c).await,
+                Err(e) => Err(e),
+            };
+            match c.batch_execute(if out.is_ok() { "COMMIT" } else { "ROLLBACK" }).await {
+                Ok(()) => out,
+                Err(e) => {
+                    discard(c);
+                    out.and(Err(StoreError(format!("postgres: {e}"))))
+                }
+            }
         })
     }
 
@@ -410,6 +434,9 @@ impl Postgres {
                 &[&(since as i64), &(upto as i64)],
             )
             .await?;
+            if r.len() as u64 != upto.saturating_sub(since) {
+                return Ok(None);
+            }
             let mut ops = Vec::new();
             for row in &r {
                 let text: String = get(row, 0)?;
@@ -827,6 +854,11 @@ fn op_statements(p: &mut Pipeline, op: &Op) {
     }
 }
 
+/// Closes a connection instead of returning it to the pool (its transaction state is unknown).
+fn discard(c: Object) {
+    drop(Object::take(c));
+}
+
 fn session_row(row: &tokio_postgres::Row) -> StoreResult<SessionRow> {
     Ok(SessionRow { id: get(row, 0)?, token_hash: get(row, 1)?, user: get(row, 2)?, expires_at: get(row, 3)? })
 }
@@ -873,6 +905,10 @@ async fn deltas_between(c: &Object, since: u64, upto: u64) -> StoreResult<Option
         &[&(since as i64), &(upto as i64)],
     )
     .await?;
+    if r.len() as u64 != upto.saturating_sub(since) {
+        // Pruned between the two reads (another replica's retention): as if too old.
+        return Ok(None);
+    }
     let mut out = Vec::with_capacity(r.len());
     for row in &r {
         let text: String = get(row, 0)?;

@@ -192,8 +192,10 @@ impl Server {
         )
     }
 
+    /// The revision `/healthz` reports (also while a replica is catching up: 503).
     pub fn revision(&self) -> u64 {
-        ureq::get(&self.url("/healthz")).call().unwrap().into_json::<Value>().unwrap()["revision"].as_u64().unwrap()
+        let (_, v) = status_json(ureq::get(&self.url("/healthz")).call());
+        v["revision"].as_u64().unwrap()
     }
 }
 
