@@ -8,8 +8,7 @@ use crate::index::{DeviceData, Index, Mem, Place, NONE};
 use crate::model::{Action, Permission, Perms, Status};
 
 /// A decision code: the reason of an allow or a deny (SPEC §3 and §5).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum Code {
     /// Allowed through a membership in the device's org with an org-wide permission.
     AllowOrg,
@@ -69,6 +68,13 @@ impl Code {
     /// Whether the code allows.
     pub const fn is_allow(self) -> bool {
         matches!(self, Self::AllowOrg | Self::AllowOwn | Self::AllowSubOrg | Self::Allow)
+    }
+}
+
+/// Written as its wire string ([`Code::as_str`]): one table of names, not a second one derived.
+impl Serialize for Code {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
     }
 }
 

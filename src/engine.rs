@@ -187,9 +187,10 @@ impl Engine {
         }
     }
 
-    /// The snapshot as JSON text.
+    /// The snapshot as JSON text (the document of [`Engine::to_doc`], written straight from the
+    /// index).
     pub fn to_json(&self) -> String {
-        serde_json::to_string(&self.to_doc()).unwrap_or_default()
+        serde_json::to_string(&self.snapshot_view()).unwrap_or_default()
     }
 
     /// An org as a document, by id.
