@@ -11,14 +11,15 @@ use crate::engine::Engine;
 use crate::model::{Action, Permission, Status};
 use crate::snapshot::{DeviceDoc, Id, MembershipDoc, OrgDoc, RoleName, SafeInt, SnapshotDoc, UserDoc, SNAPSHOT_FORMAT};
 
-/// The slots a projection holds, each list in ascending id order.
+/// The slots a snapshot or a projection holds, each list in ascending id order.
 #[derive(Debug, Default)]
-struct Slots {
+pub(crate) struct Slots {
     in_p: Vec<bool>,
-    orgs: Vec<u32>,
-    users: Vec<u32>,
-    memberships: Vec<(u32, u32)>,
-    devices: Vec<u32>,
+    pub(crate) orgs: Vec<u32>,
+    pub(crate) users: Vec<u32>,
+    /// (user, org) pairs.
+    pub(crate) memberships: Vec<(u32, u32)>,
+    pub(crate) devices: Vec<u32>,
 }
 
 /// A snapshot document serialized straight from the index, to any serde format (JSON text for
@@ -29,6 +30,13 @@ pub struct SnapshotView<'a> {
     /// The projection's viewer; `None` for the whole snapshot.
     viewer: Option<&'a str>,
     slots: Slots,
+}
+
+impl SnapshotView<'_> {
+    /// The slots it writes, in its order.
+    pub(crate) fn slots(&self) -> &Slots {
+        &self.slots
+    }
 }
 
 impl Serialize for SnapshotView<'_> {
