@@ -44,8 +44,8 @@ impl Serialize for SnapshotView<'_> {
         let e = self.engine;
         let ix = &e.ix;
         let slots = &self.slots;
-        // A struct, not a map: serde-wasm-bindgen then makes each key string once (cached), and
-        // every format writes the same fields in the same order.
+        // A struct, not a map: fixed keys make smaller code in every format (0.7 KB of the .wasm
+        // when it was built by serde-wasm-bindgen), with the same fields in the same order.
         let mut doc = ser.serialize_struct("Snapshot", 9)?;
         doc.serialize_field("format", SNAPSHOT_FORMAT)?;
         doc.serialize_field("revision", &e.revision)?;
