@@ -4,7 +4,7 @@ export PATH := $(CURDIR)/node_modules/.bin:$(HOME)/.cargo/bin:$(PATH)
 LISTEN ?= 127.0.0.1:8080
 DB ?= ./fleetgate.db
 
-.PHONY: run test setup setup-test pkg lint test-rust test-pg bench-replicas test-wasm test-node test-workerd test-edge test-browser test-sync test-package docs bench bench-edge bench-wasm bench-server clean
+.PHONY: run test setup setup-test pkg lint test-rust test-pg bench-replicas test-wasm test-node test-workerd test-edge test-browser test-sync test-package docs bench bench-edge bench-wasm bench-boundary bench-server clean
 
 ## run: the server with the demo world and the dashboard on http://$(LISTEN)
 run: setup pkg
@@ -83,6 +83,10 @@ bench-edge: pkg
 
 bench-wasm: pkg
 	node bench/wasm.mjs
+
+# Object-shaped values at the boundary; FLEETGATE_ALT=path/to/other/pkg times a second build too.
+bench-boundary: pkg
+	node bench/boundary.mjs
 
 clean:
 	cargo clean

@@ -78,10 +78,17 @@ export type Action = "view" | "control";
 export type AllowDecision = { allowed: true; code: AllowCode; org?: string; role?: string; permission?: Permission };
 
 /**
- * A denied decision. A denied command names what it lacks: `DENY_NO_PERMISSION` — the missing
- * `permission` and the `org` it is needed in (`claimDevice`: only `org`, where an active
- * membership is needed); `DENY_ESCALATION` — the `permissions` beyond the actor's in `org`;
- * `DENY_NOT_EMPTY` — a blocking `device`, else member (`user`), else sub-org (`org`).
+ * A denied decision: it names what it lacks.
+ *
+ * A check (`explain`): `DENY_NO_PERMISSION` — the org-wide device `permission` of the action
+ * (`devices.org.view` / `devices.org.control`) and the device's `org` (holding it there, or above
+ * with `orgs.switch`, would grant); `DENY_ORG_SUSPENDED` — the suspended `org` (the device's own,
+ * else its nearest suspended ancestor). Other check denials carry the code only.
+ *
+ * A command (`decide`, `preview`): `DENY_NO_PERMISSION` — the missing `permission` and the `org`
+ * it is needed in (`claimDevice`: only `org`, where an active membership is needed);
+ * `DENY_ESCALATION` — the `permissions` beyond the actor's in `org`; `DENY_NOT_EMPTY` — a
+ * blocking `device`, else member (`user`), else sub-org (`org`).
  */
 export type DenyDecision = {
   allowed: false;

@@ -8,8 +8,7 @@ use crate::index::{DeviceData, Index, Mem, Place, NONE};
 use crate::model::{Action, Permission, Perms, Status};
 
 /// A decision code: the reason of an allow or a deny (SPEC §3 and §5).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum Code {
     /// Allowed through a membership in the device's org with an org-wide permission.
     AllowOrg,
@@ -69,6 +68,13 @@ impl Code {
     /// Whether the code allows.
     pub const fn is_allow(self) -> bool {
         matches!(self, Self::AllowOrg | Self::AllowOwn | Self::AllowSubOrg | Self::Allow)
+    }
+}
+
+/// Written as its wire string ([`Code::as_str`]): one table of names, not a second one derived.
+impl Serialize for Code {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
     }
 }
 
@@ -201,7 +207,7 @@ impl Engine {
     /// The decision for `user` doing `action` on `device`, with its reason.
     pub fn explain(&self, user: &str, device: &str, action: Action) -> Decision {
         match self.verdict(user, device, action) {
-            Verdict::Deny(code) => Decision::of(code),
+            Verdict::Deny(code) => self.explain_denial(code, device, action),
             Verdict::Allow(code, i) => {
                 let ix = &self.ix;
                 let m = ix.user_ids.get(user).and_then(|u| ix.mems(u).get(i));
@@ -219,6 +225,37 @@ impl Engine {
                 }
             }
         }
+    }
+
+    /// A denied check with what it lacks, as a denied command names it (SPEC §6 `Decision`):
+    /// `DENY_NO_PERMISSION` names the org-wide device permission of the action and the device's
+    /// org (holding it there, or above with `orgs.switch`, would grant); `DENY_ORG_SUSPENDED`
+    /// names the suspended org (the device's own, else its nearest suspended ancestor).
+    fn explain_denial(&self, code: Code, device: &str, action: Action) -> Decision {
+        let ix = &self.ix;
+        let Some(o) = ix.dev_ids.get(device).and_then(|d| ix.device(d)).map(|dev| dev.org) else {
+            return Decision::of(code);
+        };
+        let org = match code {
+            Code::DenyNoPermission => o,
+            Code::DenyOrgSuspended => {
+                // INVARIANT: the parent chain is acyclic and at most MAX_DEPTH long (I1).
+                let mut at = o;
+                for _ in 0..crate::model::MAX_DEPTH {
+                    match ix.org(at) {
+                        Some(r) if !r.suspended => match r.parent {
+                            Some(p) => at = p,
+                            None => break,
+                        },
+                        _ => break,
+                    }
+                }
+                at
+            }
+            _ => return Decision::of(code),
+        };
+        let permission = (code == Code::DenyNoPermission).then(|| action.org_permission().as_str().to_owned());
+        Decision { org: Some(ix.org_name(org).to_owned()), permission, ..Decision::of(code) }
     }
 
     /// Whether `org` is one of `switchable_orgs(user)`.

@@ -157,23 +157,20 @@ impl Engine {
         (self.ix.org_count, self.ix.user_count, self.ix.membership_count, self.ix.device_count)
     }
 
-    /// The snapshot as its JSON document: every list in ascending id order, defaults explicit.
+    /// The snapshot as its JSON document: every list in ascending id order, defaults explicit
+    /// (the lists of [`Engine::snapshot_view`], so both write the same snapshot).
     pub fn to_doc(&self) -> SnapshotDoc {
         let ix = &self.ix;
-        let mut org_slots: Vec<u32> = (0..ix.orgs.len() as u32).filter(|o| ix.org_present(*o)).collect();
-        ix.org_ids.sort(&mut org_slots);
-        let orgs = org_slots.into_iter().filter_map(|o| self.org_doc(o)).collect();
-        let mut user_slots: Vec<u32> = (0..ix.users.len() as u32).filter(|u| ix.user(*u).is_some()).collect();
-        ix.user_ids.sort(&mut user_slots);
-        let mut pairs: Vec<(u32, u32)> = Vec::with_capacity(ix.membership_count);
-        for u in 0..ix.user_mems.len() as u32 {
-            pairs.extend(ix.mems(u).iter().map(|m| (u, m.org)));
-        }
-        crate::index::sort_pairs(&mut pairs, &|a, b| ix.membership_cmp(a, b));
-        let memberships =
-            pairs.into_iter().filter_map(|(u, o)| ix.mem(u, o).map(|m| self.membership_doc(u, o, &m.role))).collect();
-        let users = user_slots.into_iter().filter_map(|u| self.user_doc(u)).collect();
-        let devices = ix.by_id.iter().filter_map(|d| self.device_doc(*d)).collect();
+        let view = self.snapshot_view();
+        let slots = view.slots();
+        let orgs = slots.orgs.iter().filter_map(|&o| self.org_doc(o)).collect();
+        let users = slots.users.iter().filter_map(|&u| self.user_doc(u)).collect();
+        let memberships = slots
+            .memberships
+            .iter()
+            .filter_map(|&(u, o)| ix.mem(u, o).map(|m| self.membership_doc(u, o, &m.role)))
+            .collect();
+        let devices = slots.devices.iter().filter_map(|&d| self.device_doc(d)).collect();
         SnapshotDoc {
             format: SNAPSHOT_FORMAT.to_owned(),
             revision: SafeInt(self.revision),
@@ -187,9 +184,10 @@ impl Engine {
         }
     }
 
-    /// The snapshot as JSON text.
+    /// The snapshot as JSON text (the document of [`Engine::to_doc`], written straight from the
+    /// index).
     pub fn to_json(&self) -> String {
-        serde_json::to_string(&self.to_doc()).unwrap_or_default()
+        serde_json::to_string(&self.snapshot_view()).unwrap_or_default()
     }
 
     /// An org as a document, by id.

@@ -147,6 +147,15 @@ proptest! {
         let again = Engine::from_json(&e.to_json()).unwrap();
         assert_eq!(again.to_json(), e.to_json());
         assert_same(&again, &m);
+        // The text written straight from the index is the document's, for the whole snapshot
+        // and for each projection (and for a projection loaded as an engine).
+        assert_eq!(e.to_json(), serde_json::to_string(&e.to_doc()).unwrap());
+        for u in &m.users {
+            let projected = e.project_json(&u.id);
+            assert_eq!(projected, serde_json::to_string(&e.project(&u.id)).unwrap());
+            let p = Engine::from_json(&projected).unwrap();
+            assert_eq!(p.to_json(), serde_json::to_string(&p.to_doc()).unwrap());
+        }
     }
 
     #[test]

@@ -68,6 +68,52 @@ fn errors_carry_codes() {
     assert_eq!(code_of(e.decide("alice", &JsValue::from_str("{\"op\":\"fly\"}")).err().unwrap()), "INVALID_COMMAND");
 }
 
+/// The JSON text of a JS value, for comparing what crossed with what the native engine answers.
+fn json(v: &JsValue) -> String {
+    js_sys::JSON::stringify(v).unwrap().as_string().unwrap()
+}
+
+#[wasm_bindgen_test]
+fn values_cross_as_plain_json_shaped_objects() {
+    let mut e = engine();
+    let native = fleetgate::Engine::from_json(WORLD).unwrap();
+    // Decisions (serde-wasm-bindgen): the native engine's JSON, key for key; a denied check names
+    // what it lacks.
+    let why = e.explain("bob", "t2", 1).unwrap();
+    assert!(why.is_object() && !js_sys::Array::is_array(&why));
+    let expect = serde_json::to_string(&native.explain("bob", "t2", fleetgate::Action::Control)).unwrap();
+    assert_eq!(json(&why), expect);
+    assert_eq!(
+        expect,
+        r#"{"allowed":false,"code":"DENY_NO_PERMISSION","org":"acme","permission":"devices.org.control"}"#
+    );
+    // A command as an object and as text: the same decision; a bad one names its path either way.
+    let cmd = r#"{"op":"moveDevice","device":"t1","org":"acme"}"#;
+    let as_object = e.decide("alice", &js_sys::JSON::parse(cmd).unwrap()).unwrap();
+    assert_eq!(json(&as_object), json(&e.decide("alice", &JsValue::from_str(cmd)).unwrap()));
+    assert_eq!(json(&as_object), r#"{"allowed":true,"code":"ALLOW"}"#);
+    let bad = js_sys::JSON::parse(
+        r#"{"op":"setRolePermissions","org":"acme","role":"Staff","permissions":["users.view",5]}"#,
+    );
+    let err = e.decide("alice", &bad.unwrap()).err().unwrap();
+    let message = js_sys::Reflect::get(&err, &JsValue::from_str("message")).unwrap().as_string().unwrap();
+    assert!(message.contains("`permissions[1]`"), "{message}");
+    let preview = e.preview("alice", &js_sys::JSON::parse(cmd).unwrap()).unwrap();
+    let cmd_native = fleetgate::Command::parse(cmd).unwrap();
+    let mut native_mut = fleetgate::Engine::from_json(WORLD).unwrap();
+    assert_eq!(json(&preview), serde_json::to_string(&native_mut.preview("alice", &cmd_native)).unwrap());
+    // Documents (JSON text): the snapshot, with its integers as numbers and `viewer: null`.
+    let snap = e.to_json().unwrap();
+    let revision = js_sys::Reflect::get(&snap, &JsValue::from_str("revision")).unwrap();
+    assert_eq!(revision.as_f64(), Some(3.0));
+    assert!(js_sys::Reflect::get(&snap, &JsValue::from_str("viewer")).unwrap().is_null());
+    assert_eq!(json(&snap), native.to_json());
+    assert_eq!(json(&e.project("bob").unwrap()), native.project_json("bob"));
+    let delta = e.command_delta("alice", &JsValue::from_str(cmd)).unwrap();
+    assert_eq!(json(&delta), native.command_delta("alice", &cmd_native).unwrap().1.unwrap().to_json());
+    assert!(e.command_delta("bob", &JsValue::from_str(cmd)).unwrap().is_null());
+}
+
 #[wasm_bindgen_test]
 fn lists_and_masks() {
     let mut e = engine();

@@ -4,9 +4,9 @@
 // it. The server re-checks every action. The engine shown is always live: the sync client frees
 // an engine only after its successor is visible.
 //
-// Permission labels and the reasons of denied commands come from the engine
+// Permission labels and the reasons of denied checks and commands come from the engine
 // (`PolicyEngine.permissionLabels()`, the decision's `permission`/`org`/`permissions`/`device`/
-// `user`); this file only puts them into words.
+// `user` from `explain`, `decide` and `preview`); this file only puts them into words.
 import init, { PolicyEngine } from "/pkg/web.js";
 import { createSync } from "/pkg/sync-web.js";
 
@@ -70,29 +70,21 @@ const orgName = (id) => S.orgs.get(id)?.name ?? id;
 const userName = (id) => (id ? S.users.get(id)?.name ?? id : "—");
 const myMemberships = () => [...S.memberships.values()].filter((m) => m.user === S.user.id);
 
-function ancestors(orgId) {
-  const out = [];
-  for (let o = S.orgs.get(orgId); o; o = o.parent ? S.orgs.get(o.parent) : null) out.push(o.id);
-  return out;
-}
-
 // ---- plain words ----------------------------------------------------------------------------
 
-function whyNot(decision, deviceId, action) {
-  const dev = S.devices.get(deviceId);
-  const org = dev ? orgName(dev.org) : "this organization";
-  const perm = LABELS[action === "control" ? "devices.org.control" : "devices.org.view"];
+// A denied check (a greyed-out control) in words: `explain` names what is missing — the
+// permission and the org it is needed in, or the suspended org — so nothing here re-derives
+// policy from memberships.
+function whyNot(decision) {
+  const label = (p) => LABELS[p] ?? p;
+  const where = decision.org ? orgName(decision.org) : "this organization";
   switch (decision.code) {
     case "DENY_USER_INACTIVE": return "your account is not active";
-    case "DENY_ORG_SUSPENDED": return `${org} is suspended`;
+    case "DENY_ORG_SUSPENDED": return `${where} is suspended`;
     case "DENY_UNKNOWN_DEVICE": return "this device no longer exists";
     case "DENY_UNKNOWN_USER": return "your account is unknown";
-    case "DENY_NO_PERMISSION": {
-      const chain = dev ? ancestors(dev.org) : [];
-      const mine = myMemberships().filter((m) => chain.includes(m.org));
-      const m = mine.find((x) => x.org === dev?.org) ?? mine[0];
-      return m ? `your role ${m.role} in ${orgName(m.org)} has no ${perm}` : `you have no role in ${org} with ${perm}`;
-    }
+    case "DENY_NO_PERMISSION":
+      return decision.permission ? `you do not hold ${label(decision.permission)} in ${where}` : `you have no role in ${where} that allows it`;
     default: return decision.code;
   }
 }
@@ -341,7 +333,7 @@ function paintRows(box) {
   for (let i = first; i < last; i++) {
     const d = S.list[i];
     const ok = S.engine.canControl(S.user.id, d.id);
-    const why = ok ? "" : whyNot(S.engine.explain(S.user.id, d.id, "control"), d.id, "control");
+    const why = ok ? "" : whyNot(S.engine.explain(S.user.id, d.id, "control"));
     rows.push(`<div class="row" data-device="${esc(d.id)}" data-top="${i * ROW}">
       <div><div>${esc(d.name)}</div><div class="id">${esc(d.id)}</div></div>
       <div>${esc(orgName(d.org))}</div>

@@ -109,7 +109,8 @@ test("a control allowed and one denied with its reason", async () => {
   const button = await staff.$('button.control[data-id="north-stock-1"]');
   assert.equal(await button.isDisabled(), true);
   const why = await staff.textContent('.row[data-device="north-stock-1"] .why');
-  assert.equal(why, "your role Staff in Northern Distribution has no Control Organization Devices");
+  // The words come from explain: the permission it lacks (labelled) and the org it is needed in.
+  assert.equal(why, "you do not hold Control Organization Devices in Northern Distribution");
   await staff.screenshot({ path: join(ARTIFACTS, "dashboard-denied-control.png"), fullPage: true });
   await staff.close();
 });

@@ -154,8 +154,10 @@ impl Model {
         if !self.active(u) {
             return json!({"allowed": false, "code": "DENY_USER_INACTIVE"});
         }
-        if self.eff_suspended(&dev.org) {
-            return json!({"allowed": false, "code": "DENY_ORG_SUSPENDED"});
+        // A denied check names the suspended org nearest the device.
+        let suspended = |x: &String| self.org(x).is_some_and(|o| o.suspended);
+        if let Some(s) = self.ancestors_or_self(&dev.org).into_iter().find(suspended) {
+            return json!({"allowed": false, "code": "DENY_ORG_SUSPENDED", "org": s});
         }
         let orgp = if action == "view" { "devices.org.view" } else { "devices.org.control" };
         let ownp = if action == "view" { "devices.own.view" } else { "devices.own.control" };
@@ -178,7 +180,8 @@ impl Model {
             }
         }
         match best {
-            None => json!({"allowed": false, "code": "DENY_NO_PERMISSION"}),
+            // ... and the org-wide permission it would take in the device's org.
+            None => json!({"allowed": false, "code": "DENY_NO_PERMISSION", "org": dev.org, "permission": orgp}),
             Some((rank, _, org, role, code)) => json!({
                 "allowed": true, "code": code, "org": org, "role": role,
                 "permission": if rank == 1 { ownp } else { orgp }

@@ -135,6 +135,40 @@ test("DecisionCode is exactly src/decide.rs Code::as_str, split by is_allow", ()
   assert.deepEqual(sorted(literals("DenyCode")), sorted(rust.map((c) => c.wire).filter((w) => !allow.includes(w))));
 });
 
+/** The fields of a type literal alias in index.d.ts: name → optional? */
+function dtsFields(name) {
+  const node = aliases.get(name);
+  assert.ok(node && ts.isTypeLiteralNode(node), `${name} is an object type in index.d.ts`);
+  return Object.fromEntries(node.members.map((p) => [p.name.text, Boolean(p.questionToken)]));
+}
+
+test("DenyDecision and AllowDecision declare exactly the fields of src/decide.rs Decision; every vector decision fits", () => {
+  const src = read("src/decide.rs");
+  const start = src.indexOf("pub struct Decision {");
+  assert.ok(start >= 0, "pub struct Decision in src/decide.rs");
+  const body = src.slice(start, src.indexOf("\n}\n", start));
+  const rust = [...body.matchAll(/^\s+pub (\w+): ([^,]+),/gm)].map((m) => ({ name: m[1], optional: m[2].startsWith("Option<") }));
+  assert.ok(rust.length >= 8, "Decision's fields parsed");
+  const deny = dtsFields("DenyDecision");
+  assert.deepEqual(sorted(Object.keys(deny)), sorted(rust.map((f) => f.name)), "DenyDecision is Decision");
+  for (const f of rust) assert.equal(deny[f.name], f.optional, `DenyDecision.${f.name} optional as in Rust`);
+  const allow = dtsFields("AllowDecision");
+  for (const k of Object.keys(allow)) assert.ok(rust.some((f) => f.name === k), `AllowDecision.${k} is a Decision field`);
+  // Every decision a vector expects (checks and commands, denials and allows) has only declared fields.
+  let seen = 0;
+  for (const name of ["commands", "cross-tree", "deltas", "manufacturer", "projection", "reasons"]) {
+    const file = JSON.parse(read(`tests/vectors/${name}.json`));
+    for (const c of file.cases) {
+      const d = c.call === "preview" ? c.expect?.decision : ["explain", "decide", "applyCommand"].includes(c.call) ? c.expect : undefined;
+      if (!d || typeof d !== "object") continue;
+      seen++;
+      const declared = d.allowed ? allow : deny;
+      for (const k of Object.keys(d)) assert.ok(k in declared, `${name}: ${c.call} ${c.name ?? ""} has undeclared field ${k}`);
+    }
+  }
+  assert.ok(seen > 50, "vector decisions read");
+});
+
 test("Permission is exactly src/model.rs Permission::as_str", () => {
   const rust = rustAsStr("src/model.rs", "Permission").map((c) => c.wire);
   assert.equal(rust.length, 16);
