@@ -4,7 +4,7 @@ use serde::Serialize;
 
 use crate::engine::Engine;
 use crate::error::{Error, ErrorCode, Result};
-use crate::index::{DeviceData, Index, Mem, Place, NONE};
+use crate::index::{sort_slots, Index, Mem, NONE};
 use crate::model::{Action, Permission, Perms, Status};
 
 /// A decision code: the reason of an allow or a deny (SPEC §3 and §5).
@@ -117,22 +117,22 @@ pub(crate) enum Verdict {
     Deny(Code),
 }
 
-/// Finds the best granting membership of `u` for `dev` (SPEC §3 precedence).
+/// Finds the best granting membership of `u` for device `d` in org `org` (SPEC §3 precedence).
 #[inline(always)]
-pub(crate) fn grant(ix: &Index, mems: &[Mem], u: u32, d: u32, dev: Place, action: Action) -> Option<(Code, usize)> {
+pub(crate) fn grant(ix: &Index, mems: &[Mem], u: u32, d: u32, org: u32, action: Action) -> Option<(Code, usize)> {
     let orgp = action.org_permission();
     let ownp = action.own_permission();
     let mut own: Option<usize> = None;
     let mut sub: Option<(u8, usize)> = None;
     for (i, m) in mems.iter().enumerate() {
-        if m.org == dev.org {
+        if m.org == org {
             if m.perms.has(orgp) {
                 return Some((Code::AllowOrg, i));
             }
             if m.perms.has(ownp) && ix.device(d).is_some_and(|x| x.owner == Some(u)) {
                 own = Some(i);
             }
-        } else if m.perms.has(orgp) && m.perms.has(Permission::OrgsSwitch) && ix.strictly_below(dev.org, m.org) {
+        } else if m.perms.has(orgp) && m.perms.has(Permission::OrgsSwitch) && ix.strictly_below(org, m.org) {
             let depth = ix.der(m.org).depth;
             if sub.is_none_or(|(best, _)| depth > best) {
                 sub = Some((depth, i));
@@ -161,26 +161,34 @@ impl Engine {
         let Some(u) = ix.user_ids.get(user).filter(|u| ix.user(*u).is_some()) else {
             return Verdict::Deny(Code::DenyUnknownUser);
         };
-        let Some((d, dev)) = ix.dev_ids.get_value(device.as_bytes()).filter(|(_, p)| p.org != NONE) else {
+        let Some((d, org)) = ix.dev_ids.get(device).map(|d| (d, ix.device_org(d))).filter(|(_, o)| *o != NONE) else {
             return Verdict::Deny(Code::DenyUnknownDevice);
         };
-        self.verdict_slots(u, d, dev, action)
+        self.verdict_slots(u, d, org, action)
     }
 
-    /// The verdict for user slot `u` on device slot `d`, which is at `dev`.
+    /// The verdict for user slot `u` on device slot `d`, which is in org `org`.
     #[inline(always)]
-    pub(crate) fn verdict_slots(&self, u: u32, d: u32, dev: Place, action: Action) -> Verdict {
+    pub(crate) fn verdict_slots(&self, u: u32, d: u32, org: u32, action: Action) -> Verdict {
         let ix = &self.ix;
         if ix.user(u).is_none_or(|r| r.status != Status::Active) {
             return Verdict::Deny(Code::DenyUserInactive);
         }
-        if ix.der(dev.org).eff_suspended {
+        if ix.der(org).eff_suspended {
             return Verdict::Deny(Code::DenyOrgSuspended);
         }
-        match grant(ix, ix.mems(u), u, d, dev, action) {
+        match grant(ix, ix.mems(u), u, d, org, action) {
             Some((code, i)) => Verdict::Allow(code, i),
             None => Verdict::Deny(Code::DenyNoPermission),
         }
+    }
+
+    /// Whether user slot `u` may do `action` on device slot `d` (any slot numbers: an absent or
+    /// unknown user or device gives `false`).
+    #[inline(never)]
+    pub(crate) fn can_slots(&self, u: u32, d: u32, action: Action) -> bool {
+        let org = self.ix.device_org(d);
+        org != NONE && matches!(self.verdict_slots(u, d, org, action), Verdict::Allow(..))
     }
 
     /// Whether `user` may view `device`.
@@ -269,7 +277,21 @@ impl Engine {
 
     /// The device slots of `visible_devices`, ascending by id.
     pub(crate) fn visible_slots(&self, user: &str, action: Action, active_org: Option<&str>) -> Result<Vec<u32>> {
+        let mut out = Vec::new();
+        self.visible_slots_into(user, action, active_org, &mut out)?;
+        Ok(out)
+    }
+
+    /// [`Engine::visible_slots`] into `out` (cleared first).
+    pub(crate) fn visible_slots_into(
+        &self,
+        user: &str,
+        action: Action,
+        active_org: Option<&str>,
+        out: &mut Vec<u32>,
+    ) -> Result<()> {
         let ix = &self.ix;
+        out.clear();
         let active = match active_org {
             None => None,
             Some(a) => {
@@ -282,9 +304,21 @@ impl Engine {
                 ix.org_ids.get(a)
             }
         };
-        let Some(u) = self.active_user(user) else { return Ok(Vec::new()) };
-        let grants = self.grants(u, action, active);
-        Ok(self.collect(u, &grants))
+        if let Some(u) = ix.user_ids.get(user) {
+            self.visible_of_slot(u, action, active, out);
+        }
+        Ok(())
+    }
+
+    /// The device slots user slot `u` may view (or control), ascending by id, within the
+    /// subtree of `active` (not checked here), into `out` (cleared first; empty for an absent
+    /// or inactive user).
+    pub(crate) fn visible_of_slot(&self, u: u32, action: Action, active: Option<u32>, out: &mut Vec<u32>) {
+        out.clear();
+        if self.ix.user(u).is_some_and(|r| r.status == Status::Active) {
+            let grants = self.grants(u, action, active);
+            self.collect(u, &grants, out);
+        }
     }
 
     fn grants(&self, u: u32, action: Action, active: Option<u32>) -> Grants {
@@ -327,7 +361,11 @@ impl Engine {
         g
     }
 
-    fn collect(&self, u: u32, g: &Grants) -> Vec<u32> {
+    /// The devices of the grants `g` of user slot `u`, ascending by id, into `out`. Devices are
+    /// ranked by id once (`Index::rank`), so no listing compares strings: a small answer sorts
+    /// its ranks, a larger one marks them in a bitset over ranks and reads it in order, and an
+    /// answer of every device is `by_id` itself.
+    fn collect(&self, u: u32, g: &Grants, out: &mut Vec<u32>) {
         let ix = &self.ix;
         let mut orgs: Vec<u32> = Vec::new();
         for &(o, sub) in &g.orgs {
@@ -347,38 +385,45 @@ impl Engine {
                 orgs.push(o);
             }
         }
-        let own_ok = |dev: &DeviceData| g.own.contains(&dev.org) && !ix.der(dev.org).eff_suspended;
-        let total: usize = orgs.iter().map(|o| ix.devices_of_org(*o).len()).sum::<usize>()
-            + if g.own.is_empty() { 0 } else { ix.owned_by(u).len() };
-        if total.saturating_mul(4) > ix.by_id.len() {
-            // A large answer: walk the id-ordered list once instead of sorting.
-            let mut flag = vec![0u8; ix.orgs.len()];
-            for o in &orgs {
-                if let Some(f) = flag.get_mut(*o as usize) {
-                    *f = 1;
-                }
-            }
-            let mut out = Vec::with_capacity(total);
-            for &d in &ix.by_id {
-                if let Some(dev) = ix.device(d) {
-                    match flag.get(dev.org as usize) {
-                        Some(1) => out.push(d),
-                        _ if dev.owner == Some(u) && own_ok(dev) => out.push(d),
-                        _ => {}
-                    }
-                }
-            }
-            out
-        } else {
-            let mut out = Vec::with_capacity(total);
+        let own_ok = |d: u32| {
+            let org = ix.device_org(d);
+            g.own.contains(&org) && !ix.der(org).eff_suspended
+        };
+        // The grants are disjoint (see `grants`), so `granted` counts each device once.
+        let granted: usize = orgs.iter().map(|o| ix.devices_of_org(*o).len()).sum();
+        if granted == ix.by_id.len() {
+            out.extend_from_slice(&ix.by_id);
+            return;
+        }
+        let owned = if g.own.is_empty() { &[][..] } else { ix.owned_by(u) };
+        if granted + owned.len() <= SMALL_LIST {
             for o in &orgs {
                 out.extend_from_slice(ix.devices_of_org(*o));
             }
-            if !g.own.is_empty() {
-                out.extend(ix.owned_by(u).iter().filter(|d| ix.device(**d).is_some_and(own_ok)));
+            out.extend(owned.iter().copied().filter(|d| own_ok(*d)));
+            sort_slots(out, &|a, b| ix.device_rank(a).cmp(&ix.device_rank(b)));
+            return;
+        }
+        let mut bits = vec![0u64; ix.by_id.len() / 64 + 1];
+        let mut mark = |d: u32| {
+            let r = ix.device_rank(d);
+            if let Some(w) = bits.get_mut((r / 64) as usize) {
+                *w |= 1 << (r % 64);
             }
-            ix.dev_ids.sort(&mut out);
-            out
+        };
+        for o in &orgs {
+            ix.devices_of_org(*o).iter().for_each(|d| mark(*d));
+        }
+        owned.iter().filter(|d| own_ok(**d)).for_each(|d| mark(*d));
+        out.reserve(granted + owned.len());
+        for (i, &word) in bits.iter().enumerate() {
+            let mut w = word;
+            while w != 0 {
+                if let Some(&d) = ix.by_id.get(i * 64 + w.trailing_zeros() as usize) {
+                    out.push(d);
+                }
+                w &= w - 1;
+            }
         }
     }
 
@@ -393,17 +438,58 @@ impl Engine {
     pub(crate) fn device_check(&self, user: &str, action: Action) -> impl Fn(&[u8]) -> bool + '_ {
         let ix = &self.ix;
         let u = self.active_user(user);
-        move |id: &[u8]| {
-            u.is_some_and(|u| {
-                ix.dev_ids.get_value(id).is_some_and(|(d, dev)| {
-                    dev.org != NONE && matches!(self.verdict_slots(u, d, dev, action), Verdict::Allow(..))
-                })
-            })
-        }
+        move |id: &[u8]| u.is_some_and(|u| ix.dev_ids.get_bytes(id).is_some_and(|d| self.can_slots(u, d, action)))
     }
 }
+
+/// Up to this many candidate devices, a listing sorts their ranks; above, it uses a bitset.
+const SMALL_LIST: usize = 64;
 
 /// Whether membership `m` reaches org `o` (`o` is its org, or below it with `orgs.switch`).
 pub(crate) fn reaches(ix: &Index, m: &Mem, o: u32) -> bool {
     m.org == o || (m.perms.has(Permission::OrgsSwitch) && ix.strictly_below(o, m.org))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
+
+    use crate::generate::{generate, WorldSize};
+    use crate::{Action, Engine};
+
+    /// Every listing equals the brute-force answer: each device checked, in id order.
+    fn assert_lists(e: &Engine) {
+        let doc = e.to_doc();
+        let mut ids: Vec<&str> = doc.devices.iter().map(|d| d.id.as_str()).collect();
+        ids.sort_unstable();
+        for user in doc.users.iter().map(|u| u.id.as_str()) {
+            for action in [Action::View, Action::Control] {
+                let want: Vec<&str> = ids.iter().copied().filter(|d| e.can(user, d, action)).collect();
+                assert_eq!(e.visible_devices(user, action, None).unwrap(), want, "{user} {action:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn listings_stay_in_id_order_as_devices_come_and_go() {
+        // Big enough for every path: sorted ranks, the bitset, and every device.
+        let size = WorldSize { fanout: [2, 3, 2, 2], users: 120, devices: 900, seed: 7 };
+        let mut e = Engine::from_doc(generate(size)).unwrap();
+        assert_lists(&e);
+        // New ids that sort first, last and in between, and removals: ranks shift.
+        let org = e.to_doc().orgs[3].id.to_string();
+        let put = |id: &str| format!(r#"{{"op":"putDevice","device":{{"id":"{id}","name":"n","org":"{org}"}}}}"#);
+        let ops =
+            [put("a-first"), put("d000100x"), put("z-last"), r#"{"op":"removeDevice","id":"d000007"}"#.to_owned()];
+        let delta = format!(r#"{{"format":"fleetgate/delta@1","from":1,"to":2,"ops":[{}]}}"#, ops.join(","));
+        e.apply_delta_json(&delta).unwrap();
+        assert_lists(&e);
+        // A failed delta (a device in an unknown org) leaves the lists as they were.
+        let bad = format!(
+            r#"{{"format":"fleetgate/delta@1","from":2,"to":3,"ops":[{},{{"op":"putDevice","device":{{"id":"b","name":"n","org":"nowhere"}}}}]}}"#,
+            put("a-again")
+        );
+        assert!(e.apply_delta_json(&bad).is_err());
+        assert_lists(&e);
+    }
 }

@@ -18,52 +18,26 @@ use crate::snapshot::RoleName;
 pub(crate) const NONE: u32 = u32::MAX;
 
 /// Maps id strings to dense slot numbers and back. Names live in one arena string, so that
-/// interning allocates nothing per id. Each id may carry a small value `V` kept in its table
-/// entry (devices keep their org there: see [`Place`]).
-#[derive(Debug, Clone)]
-pub(crate) struct Interner<V: Copy + Default = ()> {
-    table: HashTable<Entry<V>>,
+/// interning allocates nothing per id.
+// INVARIANT: a slot, once interned outside a batch that is later reverted, names the same id for
+// the life of the interner: slots are never reused (only `truncate` forgets ids, and only those
+// first seen by a batch being reverted). The JS wrapper caches id → slot on that basis.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Interner {
+    table: HashTable<Entry>,
     arena: String,
     spans: Vec<(u32, u32)>,
 }
 
-impl<V: Copy + Default> Default for Interner<V> {
-    fn default() -> Self {
-        Self { table: HashTable::new(), arena: String::new(), spans: Vec::new() }
-    }
-}
-
-/// A table entry carries its name's span and value, so a lookup reads the table and the arena
-/// only (a lookup is mostly cache misses; every access saved shows).
+/// A table entry carries its name's span, so a lookup reads the table and the arena only.
 #[derive(Debug, Clone, Copy)]
-struct Entry<V> {
+struct Entry {
     slot: u32,
     start: u32,
     len: u32,
-    value: V,
 }
 
-/// A device's org, kept in its id's table entry: most checks need nothing else, and read it in
-/// the same memory access as the id (the owner is read from the device only when an own-device
-/// grant is in play). `org == NONE` while the device is absent. An entry stays 16 bytes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Place {
-    pub org: u32,
-}
-
-impl Default for Place {
-    fn default() -> Self {
-        Self { org: NONE }
-    }
-}
-
-impl From<&DeviceData> for Place {
-    fn from(d: &DeviceData) -> Self {
-        Self { org: d.org }
-    }
-}
-
-impl<V> Entry<V> {
+impl Entry {
     #[inline(always)]
     fn bytes<'a>(&self, arena: &'a str) -> &'a [u8] {
         arena.as_bytes().get(self.start as usize..self.start as usize + self.len as usize).unwrap_or(&[])
@@ -113,37 +87,16 @@ fn same(mut a: &[u8], mut b: &[u8]) -> bool {
     true
 }
 
-impl<V: Copy + Default> Interner<V> {
+impl Interner {
     #[inline(always)]
     pub(crate) fn get(&self, s: &str) -> Option<u32> {
         self.get_bytes(s.as_bytes())
     }
 
-    /// [`Interner::get`] on bytes (ids are ASCII).
-    #[inline(always)]
-    pub(crate) fn get_bytes(&self, s: &[u8]) -> Option<u32> {
-        self.get_value(s).map(|(slot, _)| slot)
-    }
-
-    /// The slot and value of an id. One copy of the lookup for all callers.
+    /// The slot of an id given as bytes (ids are ASCII). One copy of the lookup for all callers.
     #[inline(never)]
-    pub(crate) fn get_value(&self, s: &[u8]) -> Option<(u32, V)> {
-        self.table.find(hash_bytes(s), |e| same(e.bytes(&self.arena), s)).map(|e| (e.slot, e.value))
-    }
-
-    /// Sets every value from `value_of(slot)`, in one pass over the table.
-    pub(crate) fn set_values(&mut self, value_of: impl Fn(u32) -> V) {
-        for e in self.table.iter_mut() {
-            e.value = value_of(e.slot);
-        }
-    }
-
-    /// Sets the value kept with slot `i`.
-    pub(crate) fn set_value(&mut self, i: u32, value: V) {
-        let h = hash_bytes(self.name(i).as_bytes());
-        if let Some(e) = self.table.find_mut(h, |e| e.slot == i) {
-            e.value = value;
-        }
+    pub(crate) fn get_bytes(&self, s: &[u8]) -> Option<u32> {
+        self.table.find(hash_bytes(s), |e| same(e.bytes(&self.arena), s)).map(|e| e.slot)
     }
 
     pub(crate) fn intern(&mut self, s: &str) -> u32 {
@@ -160,7 +113,7 @@ impl<V: Copy + Default> Interner<V> {
                 let len = s.len() as u32;
                 arena.push_str(s);
                 spans.push((start, len));
-                e.insert(Entry { slot, start, len, value: V::default() });
+                e.insert(Entry { slot, start, len });
                 slot
             }
         }
@@ -335,10 +288,21 @@ pub(crate) struct Index {
     pub user_mems: Vec<Vec<Mem>>,
     pub owned: Vec<Vec<u32>>,
 
-    pub dev_ids: Interner<Place>,
+    pub dev_ids: Interner,
     pub devices: Vec<Option<DevRec>>,
+    /// The org of each device slot, `NONE` while the device is absent: the one fact most checks
+    /// need, 4 bytes a device, so that a check by slot reads it without the device record.
+    // INVARIANT: `dev_org[d] == device(d).org` for a present device, `NONE` for a vacant slot
+    // (kept by `set_device`, the only writer of `devices`).
+    pub dev_org: Vec<u32>,
     /// Present device slots in ascending id order.
     pub by_id: Vec<u32>,
+    /// The position of each device slot in `by_id` (its rank in id order), `NONE` when absent.
+    // INVARIANT: after `settle` (and after loading), `by_id[rank[d]] == d` for every present
+    // device; `ranks_stale` is set whenever `by_id` gains or loses a device and cleared by
+    // `rerank`, which `settle` runs first.
+    pub rank: Vec<u32>,
+    ranks_stale: bool,
     /// While loading, `by_id` is built once at the end.
     bulk: bool,
 
@@ -346,11 +310,6 @@ pub(crate) struct Index {
     pub user_count: usize,
     pub device_count: usize,
     pub membership_count: usize,
-}
-
-/// The place of device slot `d` (vacant: the default).
-fn place_of(devices: &[Option<DevRec>], d: u32) -> Place {
-    devices.get(d as usize).and_then(Option::as_ref).map_or_else(Place::default, |r| Place::from(&r.data))
 }
 
 fn vec_at<T>(v: &mut [T], i: u32) -> Option<&mut T> {
@@ -402,6 +361,18 @@ impl Index {
 
     pub(crate) fn mem(&self, u: u32, o: u32) -> Option<&Mem> {
         self.mems(u).iter().find(|m| m.org == o)
+    }
+
+    /// The org of device slot `d`, `NONE` when the device is absent.
+    #[inline(always)]
+    pub(crate) fn device_org(&self, d: u32) -> u32 {
+        self.dev_org.get(d as usize).copied().unwrap_or(NONE)
+    }
+
+    /// The rank of device slot `d` in id order, `NONE` when the device is absent.
+    #[inline(always)]
+    pub(crate) fn device_rank(&self, d: u32) -> u32 {
+        self.rank.get(d as usize).copied().unwrap_or(NONE)
     }
 
     #[inline(always)]
@@ -505,6 +476,8 @@ impl Index {
         let n = d as usize + 1;
         if self.devices.len() < n {
             self.devices.resize(n, None);
+            self.dev_org.resize(n, NONE);
+            self.rank.resize(n, NONE);
         }
     }
 
@@ -607,8 +580,9 @@ impl Index {
                 *slot = Some(DevRec { data, pos_org, pos_owner });
             }
         }
-        if !self.bulk {
-            self.dev_ids.set_value(d, place_of(&self.devices, d));
+        let org = self.device(d).map_or(NONE, |x| x.org);
+        if let Some(slot) = vec_at(&mut self.dev_org, d) {
+            *slot = org;
         }
         match (old.is_some(), present_now) {
             (false, true) => {
@@ -616,6 +590,7 @@ impl Index {
                 if !self.bulk {
                     let at = self.by_id_position(self.dev_ids.name(d));
                     self.by_id.insert(at, d);
+                    self.ranks_stale = true;
                 }
             }
             (true, false) => {
@@ -624,6 +599,7 @@ impl Index {
                 if self.by_id.get(at) == Some(&d) {
                     self.by_id.remove(at);
                 }
+                self.ranks_stale = true;
             }
             _ => {}
         }
@@ -661,9 +637,20 @@ impl Index {
             let mut by_id: Vec<u32> = (0..self.devices.len() as u32).filter(|d| self.device(*d).is_some()).collect();
             self.dev_ids.sort(&mut by_id);
             self.by_id = by_id;
-            let devices = &self.devices;
-            self.dev_ids.set_values(|d| place_of(devices, d));
+            self.rerank();
         }
+    }
+
+    /// Recomputes `rank` from `by_id` (O(devices); after a batch that added or removed one).
+    fn rerank(&mut self) {
+        self.rank.clear();
+        self.rank.resize(self.devices.len(), NONE);
+        for (r, &d) in self.by_id.iter().enumerate() {
+            if let Some(slot) = self.rank.get_mut(d as usize) {
+                *slot = r as u32;
+            }
+        }
+        self.ranks_stale = false;
     }
 
     /// Reverts one recorded change.
@@ -702,6 +689,8 @@ impl Index {
         self.owned.truncate(m.users);
         self.dev_ids.truncate(m.devices);
         self.devices.truncate(m.devices);
+        self.dev_org.truncate(m.devices);
+        self.rank.truncate(m.devices);
     }
 
     // ---- derived data and validation ---------------------------------------------------------
@@ -855,6 +844,9 @@ impl Index {
     /// Brings derived data up to date after a batch of changes and checks invariants I1–I3 on
     /// what the batch touched (everything when `t.all`).
     pub(crate) fn settle(&mut self, t: &Touched) -> Result<()> {
+        if self.ranks_stale {
+            self.rerank();
+        }
         if t.all || t.orgs_changed {
             self.recompute_orgs()?;
         }

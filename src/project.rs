@@ -420,11 +420,7 @@ impl Engine {
         let ix = &self.ix;
         let mut part = Part::default();
         let Some(v) = ix.user_ids.get(viewer).filter(|u| ix.user(*u).is_some()) else { return part };
-        let sees = |d: u32| {
-            ix.device(d).is_some_and(|dev| {
-                matches!(self.verdict_slots(v, d, dev.into(), Action::View), crate::decide::Verdict::Allow(..))
-            })
-        };
+        let sees = |d: u32| self.can_slots(v, d, Action::View);
         let users_view = |o: u32| self.permissions_in_slots(v, o).has(Permission::UsersView);
         for id in &probe.devices {
             if let Some(d) = ix.dev_ids.get(id).filter(|d| sees(*d)) {
