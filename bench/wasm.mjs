@@ -128,6 +128,7 @@ class JsIndex {
     const ownBit = BIT["devices.own.view"];
     const sub = orgBit | BIT["orgs.switch"];
     const orgs = new Uint8Array(this.orgs.length); // 1: every device of the org, 2: own devices
+    const granted = []; // the orgs flagged 1
     let total = 0;
     for (const m of u.mems) {
       if ((m.perms & sub) === sub) {
@@ -137,17 +138,22 @@ class JsIndex {
             o = rec.post + 1;
             continue;
           }
-          if (orgs[o] !== 1) total += this.orgDevices[o].length;
+          if (orgs[o] !== 1) {
+            total += this.orgDevices[o].length;
+            granted.push(o);
+          }
           orgs[o++] = 1;
         }
       } else if (m.perms & orgBit) {
         if (!this.orgs[m.org].suspended && orgs[m.org] !== 1) {
           orgs[m.org] = 1;
+          granted.push(m.org);
           total += this.orgDevices[m.org].length;
         }
       } else if (m.perms & ownBit && orgs[m.org] === 0) orgs[m.org] = 2;
     }
     const n = this.idsByRank.length;
+    if (total === n) return this.idsByRank.slice(); // every device
     if (total * 4 > n) {
       const out = [];
       const byRank = this.devOrgByRank;
@@ -157,7 +163,10 @@ class JsIndex {
     }
     const ranks = new Int32Array(total + u.owned.length);
     let k = 0;
-    for (let o = 0; o < orgs.length; o++) if (orgs[o] === 1) ranks.set(this.orgDevices[o], (k += this.orgDevices[o].length) - this.orgDevices[o].length);
+    for (const o of granted) {
+      ranks.set(this.orgDevices[o], k);
+      k += this.orgDevices[o].length;
+    }
     for (const r of u.owned) {
       const o = this.devOrgByRank[r];
       if (orgs[o] === 2 && !this.orgs[o].suspended) ranks[k++] = r;
@@ -198,8 +207,9 @@ class JsIndex {
 // ---- timing ------------------------------------------------------------------------------------
 const pretty = (ns) => (ns >= 1e6 ? `${(ns / 1e6).toFixed(2)} ms` : ns >= 1e3 ? `${(ns / 1e3).toFixed(1)} µs` : `${ns.toFixed(0)} ns`);
 
-// Per-call time of `fn` over `iterations` calls, the median of ROUNDS rounds (the machine is
-// shared and noisy; the median is the number to compare).
+// Per-call time of `fn` over `iterations` calls, the best of ROUNDS rounds: on a shared machine
+// other processes only ever add time, so the best round is the stable estimate (the medians
+// are printed to stderr as well).
 function time(iterations, fn) {
   for (let i = 0; i < Math.min(iterations, 1000); i++) fn(i); // warm up
   const rounds = [];
@@ -209,7 +219,7 @@ function time(iterations, fn) {
     rounds.push(Number(process.hrtime.bigint() - t0) / iterations);
   }
   rounds.sort((a, b) => a - b);
-  return rounds[ROUNDS >> 1];
+  return { best: rounds[0], median: rounds[ROUNDS >> 1] };
 }
 
 const table = [];
@@ -223,10 +233,10 @@ function row(label, iterations, engineFn, jsFn) {
     a.push(time(iterations, engineFn));
     b.push(time(iterations, jsFn));
   }
-  a.sort((x, y) => x - y);
-  b.sort((x, y) => x - y);
-  table.push([label, a[1], b[1]]);
-  console.error(`  ${label}: ${pretty(a[1])} vs ${pretty(b[1])}`);
+  const best = (xs) => Math.min(...xs.map((x) => x.best));
+  const median = (xs) => xs.map((x) => x.median).sort((x, y) => x - y)[1];
+  table.push([label, best(a), best(b)]);
+  console.error(`  ${label}: best ${pretty(best(a))} vs ${pretty(best(b))}; medians ${pretty(median(a))} vs ${pretty(median(b))}`);
 }
 
 function check(what, ok) {
@@ -318,7 +328,7 @@ row(
 
 // ---- the table ---------------------------------------------------------------------------------
 const wasm = readFileSync(new URL("../pkg/web/fleetgate_bg.wasm", import.meta.url));
-console.log(`fleetgate ${world.devices.length.toLocaleString("en")} devices, ${world.orgs.length.toLocaleString("en")} orgs, ${world.users.length.toLocaleString("en")} users; Node ${process.version}; medians (ROUNDS=${ROUNDS})`);
+console.log(`fleetgate ${world.devices.length.toLocaleString("en")} devices, ${world.orgs.length.toLocaleString("en")} orgs, ${world.users.length.toLocaleString("en")} users; Node ${process.version}; best of 3×${ROUNDS} rounds, fleetgate and the JS index alternating`);
 console.log(`| row | fleetgate | hand-written JS | JS ÷ fleetgate |`);
 console.log(`|---|---|---|---|`);
 for (const [label, a, b] of table) console.log(`| ${label} | ${pretty(a)} | ${pretty(b)} | ${(b / a).toFixed(2)}× |`);

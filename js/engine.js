@@ -4,12 +4,15 @@
 // Checks and lists work on *slots*, the engine's dense numbers for user and device ids (their
 // Rust half is `EngineCore` in src/wasm.rs). A slot names the same id for the engine's life —
 // the engine never reuses one, also across applyDelta/applySignedDelta; a removed entity leaves
-// its slot vacant and every check on it denies — so the wrapper caches id → slot in a Map per
+// its slot vacant and every check on it denies — so the wrapper caches id → slot in a table per
 // kind, filled on first use: V8 keeps a string's hash on the string, so a cached check is two
-// Map hits and one wasm call on three integers, with no bytes copied or hashed in wasm. An id
-// not in the cache is written into a scratch buffer in wasm memory (ids are ASCII) and looked
-// up once; unknown ids are not cached (a later delta may add them). Lists come back as device
-// slots in a buffer read in place and mapped to cached id strings.
+// property reads and one wasm call on three integers, with no bytes copied or hashed in wasm.
+// The caches are null-prototype objects, not Maps: V8 keeps a large one as a hash dictionary
+// whose lookup touches one array where a Map touches two (measured: 1.3–1.7× faster on 100k
+// shuffled ids, where each cold memory access dominates). An id not in the cache is written
+// into a scratch buffer in wasm memory (ids are ASCII) and looked up once; unknown ids are not
+// cached (a later delta may add them). Lists come back as device slots in a buffer read in
+// place and mapped to cached id strings.
 //
 // A freed handle has no pointer: every method checks `#core` first and throws, so nothing is
 // ever written into memory the allocator has taken back. tests/js/drift.test.mjs checks that
@@ -83,9 +86,9 @@ export function createPolicyEngine(raw) {
     if (memory === null) memory = raw.wasmMemory();
     return memory.buffer;
   }
+  // The memory as bytes; a view whose buffer was detached by a memory growth has length 0.
   function heap() {
-    const buf = buffer();
-    if (bytes === null || bytes.buffer !== buf) bytes = new Uint8Array(buf);
+    if (bytes === null || bytes.byteLength === 0) bytes = new Uint8Array(buffer());
     return bytes;
   }
   // Writes an id at `at`; returns its length, or -1 when it cannot be an id (so it is unknown).
@@ -105,9 +108,10 @@ export function createPolicyEngine(raw) {
     #core; // null once freed
     #ptr; // the scratch address; 0 once freed
     #names = []; // device slot → id, fetched as slots are first listed
-    #users = new Map(); // user id → slot (ids seen by this engine only)
-    #devices = new Map(); // device id → slot
+    #users = Object.create(null); // user id → slot (ids this engine was asked about and knows)
+    #devices = Object.create(null); // device id → slot
     #list = new Uint32Array(64); // filterDevices' slots, reused
+    #all = null; // every device id in id order, once listed; dropped when a delta applies
 
     constructor(token, core) {
       if (token !== TOKEN) throw argError("use PolicyEngine.fromJson or PolicyEngine.fromSigned");
@@ -196,31 +200,35 @@ export function createPolicyEngine(raw) {
       const now = nowOf(options);
       try {
         core.applySignedDelta(envelope, keys ?? {}, now);
+        this.#all = null;
       } catch (e) {
         throw rethrow(e);
       }
     }
 
-    // The slot of a user (USER) or device (DEVICE) id not in `map` yet: looked up in wasm once
-    // and cached when known; -1 when the engine never saw the id (or it cannot be an id).
-    #resolve(core, map, kind, id) {
+    // The slot of a user (USER) or device (DEVICE) id not in `cache` yet: looked up in wasm
+    // once and cached when known; -1 when the engine never saw the id (or it cannot be an id:
+    // non-strings never reach a cache, where `cache[7]` would read key "7").
+    #resolve(core, cache, kind, id) {
       const len = put(heap(), this.#ptr, id);
       if (len < 0) return -1;
       const slot = core.lookup(kind, len);
       if (slot === NO_SLOT) return -1;
-      map.set(id, slot);
+      cache[id] = slot;
       return slot;
     }
 
-    #userSlot(core, user) {
-      return this.#users.get(user) ?? this.#resolve(core, this.#users, USER, user);
+    #slot(core, cache, kind, id) {
+      if (typeof id !== "string") return -1;
+      const slot = cache[id];
+      return slot === undefined ? this.#resolve(core, cache, kind, id) : slot;
     }
 
     #can(user, device, action) {
       const core = this.#live();
-      const u = this.#users.get(user) ?? this.#resolve(core, this.#users, USER, user);
+      const u = this.#slot(core, this.#users, USER, user);
       if (u < 0) return false;
-      const d = this.#devices.get(device) ?? this.#resolve(core, this.#devices, DEVICE, device);
+      const d = this.#slot(core, this.#devices, DEVICE, device);
       if (d < 0) return false;
       return core.canSlots(u, d, action);
     }
@@ -249,7 +257,7 @@ export function createPolicyEngine(raw) {
       const names = this.#names;
       const slots = new Uint32Array(buffer(), ptr, n);
       let max = 0;
-      for (let i = 0; i < n; i++) if (slots[i] > max) max = slots[i];
+      for (let i = 0; i < n; i++) max = slots[i] > max ? slots[i] : max;
       if (max >= names.length) {
         const fresh = core.deviceNamesFrom(names.length).split("\n");
         for (let i = 0; i < fresh.length; i++) names.push(fresh[i]);
@@ -267,7 +275,7 @@ export function createPolicyEngine(raw) {
       const active = options?.activeOrg;
       let n;
       if (active === undefined || active === null) {
-        const u = this.#userSlot(core, user);
+        const u = this.#slot(core, this.#users, USER, user);
         if (u < 0) return [];
         n = core.visibleOfSlot(u, action);
       } else {
@@ -277,7 +285,17 @@ export function createPolicyEngine(raw) {
           throw rethrow(e);
         }
       }
-      return n === 0 ? [] : this.#ids(core, core.outPtr(), n);
+      if (n === 0) return [];
+      // Every device (a root admin's list) is the same list until the next delta: kept, and
+      // returned as a copy (callers may change what they get).
+      if (n === core.deviceCount) {
+        if (this.#all === null) {
+          const count = core.deviceSlotsInOrder(); // before outPtr: filling may move the buffer
+          this.#all = this.#ids(core, core.outPtr(), count);
+        }
+        return this.#all.slice();
+      }
+      return this.#ids(core, core.outPtr(), n);
     }
 
     // Resolves every id to its slot (cached), writes the slots into wasm memory in one copy and
@@ -288,14 +306,13 @@ export function createPolicyEngine(raw) {
       const a = actionCode(action);
       const n = devices.length;
       if (n === 0) return [];
-      const u = this.#userSlot(core, user);
+      const u = this.#slot(core, this.#users, USER, user);
       if (u < 0) return [];
       if (this.#list.length < n) this.#list = new Uint32Array(Math.max(n, this.#list.length * 2));
       const list = this.#list;
       const cache = this.#devices;
       for (let i = 0; i < n; i++) {
-        const d = devices[i];
-        const slot = cache.get(d) ?? this.#resolve(core, cache, DEVICE, d);
+        const slot = this.#slot(core, cache, DEVICE, devices[i]);
         list[i] = slot < 0 ? NO_SLOT : slot;
       }
       const ptr = core.slotsReserve(n);
@@ -348,6 +365,7 @@ export function createPolicyEngine(raw) {
       const core = this.#live();
       try {
         core.applyDelta(delta);
+        this.#all = null;
       } catch (e) {
         throw rethrow(e);
       }
@@ -378,8 +396,9 @@ export function createPolicyEngine(raw) {
       this.#core = null;
       this.#ptr = 0;
       this.#names = [];
-      this.#users = new Map();
-      this.#devices = new Map();
+      this.#all = null;
+      this.#users = Object.create(null);
+      this.#devices = Object.create(null);
       core.free();
     }
 

@@ -234,12 +234,23 @@ impl EngineCore {
     }
 
     /// The device slots user slot `user` may view (or control), ascending by id, into the out
-    /// buffer (`outPtr`); returns how many.
+    /// buffer (`outPtr`); returns how many. When that is every device, returns `deviceCount`
+    /// and leaves the buffer empty: the JS side keeps that list (`deviceSlotsInOrder`).
     #[wasm_bindgen(js_name = visibleOfSlot)]
     pub fn visible_of_slot(&mut self, user: u32, action: u32) -> u32 {
         let Self { engine, out, .. } = self;
-        engine.visible_of_slot(user, action_of(action), None, out);
+        if engine.visible_of_slot(user, action_of(action), None, false, out) {
+            return engine.ix.device_count as u32;
+        }
         out.len() as u32
+    }
+
+    /// Every device slot in id order into the out buffer; returns how many.
+    #[wasm_bindgen(js_name = deviceSlotsInOrder)]
+    pub fn device_slots_in_order(&mut self) -> u32 {
+        self.out.clear();
+        self.out.extend_from_slice(&self.engine.ix.by_id);
+        self.out.len() as u32
     }
 
     /// [`EngineCore::visible_of_slot`] by user id within the subtree of `active_org`, which
@@ -249,6 +260,12 @@ impl EngineCore {
         let Self { engine, out, .. } = self;
         engine.visible_slots_into(user, action_of(action), Some(active_org), out).map_err(|e| js_error(&e))?;
         Ok(out.len() as u32)
+    }
+
+    /// How many devices there are: a list this long is every device, in id order.
+    #[wasm_bindgen(getter, js_name = deviceCount)]
+    pub fn device_count(&self) -> u32 {
+        self.engine.ix.device_count as u32
     }
 
     /// Where the last list of device slots is (valid until the next call into the engine).

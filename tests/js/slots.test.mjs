@@ -79,3 +79,18 @@ test("ids that cannot be ids deny without throwing", () => {
   assert.deepEqual(e.filterDevices("ceo", ["lab-1", 7, null, "", "ghost", "lab-1"]), ["lab-1", "lab-1"]);
   e.free();
 });
+
+test("the every-device list is a fresh copy and follows deltas", () => {
+  const one = { ...world, orgs: world.orgs.filter((o) => o.id !== "globex").map((o) => ({ ...o, suspended: false })), devices: world.devices.filter((d) => d.org !== "globex"), memberships: world.memberships.filter((m) => m.org !== "globex"), users: world.users.filter((u) => u.id !== "globex-admin") };
+  const e = PolicyEngine.fromJson(one);
+  const all = e.visibleDevices("ceo");
+  assert.equal(all.length, one.devices.length, "the root admin sees every device");
+  all.push("mutated");
+  assert.deepEqual(e.visibleDevices("ceo"), all.slice(0, -1), "callers get a copy");
+  e.applyDelta(delta(e, [{ op: "putDevice", device: { id: "aaa-new", name: "N", org: "acme", owner: null } }]));
+  assert.deepEqual(e.visibleDevices("ceo"), ["aaa-new", ...all.slice(0, -1)]);
+  e.applyDelta(delta(e, [{ op: "removeDevice", id: "lab-1" }]));
+  assertFresh(e, "after the every-device list");
+  assert.ok(!e.visibleDevices("ceo").includes("lab-1"));
+  e.free();
+});

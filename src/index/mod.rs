@@ -8,166 +8,15 @@
 use std::cmp::Ordering;
 use std::collections::BTreeMap;
 
-use hashbrown::HashTable;
-
 use crate::error::{Error, ErrorCode, Result};
 use crate::model::{builtin_role, Perms, Plan, Status, ADMIN_ROLE, MAX_DEPTH};
 use crate::snapshot::RoleName;
 
+mod intern;
+pub(crate) use intern::Interner;
+
 /// Marks "no slot" in `u32` slot fields.
 pub(crate) const NONE: u32 = u32::MAX;
-
-/// Maps id strings to dense slot numbers and back. Names live in one arena string, so that
-/// interning allocates nothing per id.
-// INVARIANT: a slot, once interned outside a batch that is later reverted, names the same id for
-// the life of the interner: slots are never reused (only `truncate` forgets ids, and only those
-// first seen by a batch being reverted). The JS wrapper caches id → slot on that basis.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct Interner {
-    table: HashTable<Entry>,
-    arena: String,
-    spans: Vec<(u32, u32)>,
-}
-
-/// A table entry carries its name's span, so a lookup reads the table and the arena only.
-#[derive(Debug, Clone, Copy)]
-struct Entry {
-    slot: u32,
-    start: u32,
-    len: u32,
-}
-
-impl Entry {
-    #[inline(always)]
-    fn bytes<'a>(&self, arena: &'a str) -> &'a [u8] {
-        arena.as_bytes().get(self.start as usize..self.start as usize + self.len as usize).unwrap_or(&[])
-    }
-}
-
-/// The Fx hash (as in `rustc-hash`) of an id, a word at a time. Written out with plain loops so
-/// that it inlines into lookups: in wasm, the calls to the generic hasher and to `memcmp` were
-/// a third of the cost of a lookup (ids are short).
-#[inline(always)]
-fn hash_bytes(mut s: &[u8]) -> u64 {
-    const K: u64 = 0xf135_7aea_2e62_a9c5;
-    let mut h = s.len() as u64;
-    while let Some((w, rest)) = s.split_first_chunk::<8>() {
-        h = h.wrapping_add(u64::from_le_bytes(*w)).wrapping_mul(K);
-        s = rest;
-    }
-    if !s.is_empty() {
-        let mut w = 0u64;
-        for &b in s {
-            w = w << 8 | u64::from(b);
-        }
-        h = h.wrapping_add(w).wrapping_mul(K);
-    }
-    h.rotate_left(26)
-}
-
-/// Byte equality a word at a time, without a call to `memcmp`.
-#[inline(always)]
-fn same(mut a: &[u8], mut b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    while let (Some((x, ra)), Some((y, rb))) = (a.split_first_chunk::<8>(), b.split_first_chunk::<8>()) {
-        if u64::from_le_bytes(*x) != u64::from_le_bytes(*y) {
-            return false;
-        }
-        (a, b) = (ra, rb);
-    }
-    let mut i = 0;
-    while let (Some(x), Some(y)) = (a.get(i), b.get(i)) {
-        if x != y {
-            return false;
-        }
-        i += 1;
-    }
-    true
-}
-
-impl Interner {
-    #[inline(always)]
-    pub(crate) fn get(&self, s: &str) -> Option<u32> {
-        self.get_bytes(s.as_bytes())
-    }
-
-    /// The slot of an id given as bytes (ids are ASCII). One copy of the lookup for all callers.
-    #[inline(never)]
-    pub(crate) fn get_bytes(&self, s: &[u8]) -> Option<u32> {
-        self.table.find(hash_bytes(s), |e| same(e.bytes(&self.arena), s)).map(|e| e.slot)
-    }
-
-    pub(crate) fn intern(&mut self, s: &str) -> u32 {
-        let (arena, spans) = (&mut self.arena, &mut self.spans);
-        let bytes = s.as_bytes();
-        let entry =
-            self.table.entry(hash_bytes(bytes), |e| same(e.bytes(arena), bytes), |e| hash_bytes(e.bytes(arena)));
-        match entry {
-            hashbrown::hash_table::Entry::Occupied(e) => e.get().slot,
-            hashbrown::hash_table::Entry::Vacant(e) => {
-                // INVARIANT: fewer than u32::MAX ids and arena bytes (both bounded by the input size).
-                let slot = u32::try_from(spans.len()).unwrap_or(NONE - 1);
-                let start = u32::try_from(arena.len()).unwrap_or(u32::MAX);
-                let len = s.len() as u32;
-                arena.push_str(s);
-                spans.push((start, len));
-                e.insert(Entry { slot, start, len });
-                slot
-            }
-        }
-    }
-
-    #[inline(always)]
-    pub(crate) fn name(&self, i: u32) -> &str {
-        name_in(&self.arena, &self.spans, i)
-    }
-
-    /// Sorts slots by their ids.
-    pub(crate) fn sort(&self, slots: &mut [u32]) {
-        sort_slots(slots, &|a, b| self.cmp(a, b));
-    }
-
-    /// Compares two slots by their ids.
-    pub(crate) fn cmp(&self, a: u32, b: u32) -> Ordering {
-        self.name(a).cmp(self.name(b))
-    }
-
-    pub(crate) fn len(&self) -> usize {
-        self.spans.len()
-    }
-
-    /// Makes room for `n` more ids (of about 16 bytes each).
-    pub(crate) fn reserve(&mut self, n: usize) {
-        let arena = &self.arena;
-        self.table.reserve(n, |e| hash_bytes(e.bytes(arena)));
-        self.spans.reserve(n);
-        self.arena.reserve(n.saturating_mul(16));
-    }
-
-    /// Forgets every id interned at or after `len`.
-    pub(crate) fn truncate(&mut self, len: usize) {
-        while self.spans.len() > len {
-            let i = (self.spans.len() - 1) as u32;
-            let h = hash_bytes(self.name(i).as_bytes());
-            if let Ok(entry) = self.table.find_entry(h, |e| e.slot == i) {
-                entry.remove();
-            }
-            if let Some((start, _)) = self.spans.pop() {
-                self.arena.truncate(start as usize);
-            }
-        }
-    }
-}
-
-#[inline(always)]
-fn name_in<'a>(arena: &'a str, spans: &[(u32, u32)], i: u32) -> &'a str {
-    spans
-        .get(i as usize)
-        .and_then(|&(start, len)| arena.get(start as usize..start as usize + len as usize))
-        .unwrap_or("")
-}
 
 /// Sorts slots with `cmp`. Every sort of slots in the crate goes through here (and pairs through
 /// [`sort_pairs`]) with a `dyn` comparator, so the sort code is instantiated once: each
@@ -234,6 +83,23 @@ pub(crate) struct DeviceData {
     pub owner: Option<u32>,
 }
 
+/// Where a device is: its org and owner slots (`NONE` for no owner; both `NONE` while absent).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Place {
+    pub org: u32,
+    pub owner: u32,
+}
+
+impl Place {
+    /// The place of a vacant device slot.
+    pub const VACANT: Place = Place { org: NONE, owner: NONE };
+
+    /// The place of a device (vacant for `None`).
+    pub fn of(device: Option<&DeviceData>) -> Place {
+        device.map_or(Self::VACANT, |d| Place { org: d.org, owner: d.owner.unwrap_or(NONE) })
+    }
+}
+
 /// A device as stored, with its positions in the per-org and per-owner lists.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct DevRec {
@@ -278,7 +144,11 @@ pub(crate) struct Index {
     pub orgs: Vec<Option<OrgRec>>,
     pub derived: Vec<OrgDerived>,
     pub children: Vec<Vec<u32>>,
+    /// The devices of each org, in ascending id order.
+    // INVARIANT: after `settle` (and after loading) every list is in ascending id order;
+    // `unsorted_orgs` names the orgs whose list a change since may have put out of order.
     pub org_devices: Vec<Vec<u32>>,
+    unsorted_orgs: Vec<u32>,
     pub org_members: Vec<Vec<u32>>,
     /// Present orgs in pre-order: the subtree of `o` is `preorder[pre(o)..=post(o)]`.
     pub preorder: Vec<u32>,
@@ -290,11 +160,12 @@ pub(crate) struct Index {
 
     pub dev_ids: Interner,
     pub devices: Vec<Option<DevRec>>,
-    /// The org of each device slot, `NONE` while the device is absent: the one fact most checks
-    /// need, 4 bytes a device, so that a check by slot reads it without the device record.
-    // INVARIANT: `dev_org[d] == device(d).org` for a present device, `NONE` for a vacant slot
-    // (kept by `set_device`, the only writer of `devices`).
-    pub dev_org: Vec<u32>,
+    /// The org and owner of each device slot: what a check needs, 8 bytes a device, so that a
+    /// check reads them without the device record.
+    // INVARIANT (the device-org cache): `places[d] == Place::of(device(d))` — the device's org
+    // and owner (`NONE` for none) for a present device, both `NONE` for a vacant slot — kept by
+    // `set_device`, the only writer of `devices`.
+    pub places: Vec<Place>,
     /// Present device slots in ascending id order.
     pub by_id: Vec<u32>,
     /// The position of each device slot in `by_id` (its rank in id order), `NONE` when absent.
@@ -363,10 +234,16 @@ impl Index {
         self.mems(u).iter().find(|m| m.org == o)
     }
 
+    /// The org and owner of device slot `d` (`NONE`s when the device is absent).
+    #[inline(always)]
+    pub(crate) fn place(&self, d: u32) -> Place {
+        self.places.get(d as usize).copied().unwrap_or(Place::VACANT)
+    }
+
     /// The org of device slot `d`, `NONE` when the device is absent.
     #[inline(always)]
     pub(crate) fn device_org(&self, d: u32) -> u32 {
-        self.dev_org.get(d as usize).copied().unwrap_or(NONE)
+        self.place(d).org
     }
 
     /// The rank of device slot `d` in id order, `NONE` when the device is absent.
@@ -476,7 +353,7 @@ impl Index {
         let n = d as usize + 1;
         if self.devices.len() < n {
             self.devices.resize(n, None);
-            self.dev_org.resize(n, NONE);
+            self.places.resize(n, Place::VACANT);
             self.rank.resize(n, NONE);
         }
     }
@@ -560,10 +437,16 @@ impl Index {
         let old = self.devices.get_mut(d as usize).and_then(Option::take);
         if let Some(old) = &old {
             self.unlink_device(old);
+            if !self.bulk {
+                self.unsorted_orgs.push(old.data.org);
+            }
         }
         let present_now = data.is_some();
         if let Some(data) = data {
             self.ensure_org_slot(data.org);
+            if !self.bulk {
+                self.unsorted_orgs.push(data.org);
+            }
             let pos_org = self.org_devices.get(data.org as usize).map_or(0, Vec::len) as u32;
             if let Some(list) = vec_at(&mut self.org_devices, data.org) {
                 list.push(d);
@@ -580,10 +463,11 @@ impl Index {
                 *slot = Some(DevRec { data, pos_org, pos_owner });
             }
         }
-        let org = self.device(d).map_or(NONE, |x| x.org);
-        if let Some(slot) = vec_at(&mut self.dev_org, d) {
-            *slot = org;
+        let place = Place::of(self.device(d));
+        if let Some(slot) = vec_at(&mut self.places, d) {
+            *slot = place;
         }
+
         match (old.is_some(), present_now) {
             (false, true) => {
                 self.device_count += 1;
@@ -638,6 +522,26 @@ impl Index {
             self.dev_ids.sort(&mut by_id);
             self.by_id = by_id;
             self.rerank();
+            for o in 0..self.org_devices.len() as u32 {
+                self.sort_org_devices(o);
+            }
+        }
+    }
+
+    /// Puts the device list of org `o` back in id order (by rank: ranks must be current) and
+    /// fixes the devices' positions in it.
+    fn sort_org_devices(&mut self, o: u32) {
+        let Some(list) = self.org_devices.get_mut(o as usize) else { return };
+        let rank = &self.rank;
+        let rank_of = |d: u32| rank.get(d as usize).copied().unwrap_or(NONE);
+        if list.windows(2).all(|w| matches!(w, [a, b] if rank_of(*a) < rank_of(*b))) {
+            return;
+        }
+        sort_slots(list, &|a, b| rank_of(a).cmp(&rank_of(b)));
+        for (i, &d) in list.iter().enumerate() {
+            if let Some(Some(rec)) = self.devices.get_mut(d as usize) {
+                rec.pos_org = i as u32;
+            }
         }
     }
 
@@ -689,7 +593,7 @@ impl Index {
         self.owned.truncate(m.users);
         self.dev_ids.truncate(m.devices);
         self.devices.truncate(m.devices);
-        self.dev_org.truncate(m.devices);
+        self.places.truncate(m.devices);
         self.rank.truncate(m.devices);
     }
 
@@ -846,6 +750,12 @@ impl Index {
     pub(crate) fn settle(&mut self, t: &Touched) -> Result<()> {
         if self.ranks_stale {
             self.rerank();
+        }
+        let mut unsorted = std::mem::take(&mut self.unsorted_orgs);
+        sort_slots(&mut unsorted, &|a, b| a.cmp(&b));
+        unsorted.dedup();
+        for &o in &unsorted {
+            self.sort_org_devices(o);
         }
         if t.all || t.orgs_changed {
             self.recompute_orgs()?;
