@@ -4,7 +4,7 @@ use serde::Serialize;
 
 use crate::engine::Engine;
 use crate::error::{Error, ErrorCode, Result};
-use crate::index::{sort_slots, Index, Mem, Place, NONE};
+use crate::index::{sort_slots, DeviceSlot, Index, Mem, OrgSlot, Place, UserSlot};
 use crate::model::{Action, Permission, Perms, Status};
 
 /// A decision code: the reason of an allow or a deny (SPEC §3 and §5).
@@ -119,7 +119,7 @@ pub(crate) enum Verdict {
 
 /// Finds the best granting membership of `u` for a device at `place` (SPEC §3 precedence).
 #[inline(always)]
-pub(crate) fn grant(ix: &Index, mems: &[Mem], u: u32, place: Place, action: Action) -> Option<(Code, usize)> {
+pub(crate) fn grant(ix: &Index, mems: &[Mem], u: UserSlot, place: Place, action: Action) -> Option<(Code, usize)> {
     let org = place.org;
     let orgp = action.org_permission();
     let ownp = action.own_permission();
@@ -146,12 +146,12 @@ pub(crate) fn grant(ix: &Index, mems: &[Mem], u: u32, place: Place, action: Acti
 /// Org grants of one listing: `(org, whole subtree?)`, plus orgs where only own devices count.
 #[derive(Debug, Default)]
 struct Grants {
-    orgs: Vec<(u32, bool)>,
-    own: Vec<u32>,
+    orgs: Vec<(OrgSlot, bool)>,
+    own: Vec<OrgSlot>,
 }
 
 impl Engine {
-    pub(crate) fn active_user(&self, user: &str) -> Option<u32> {
+    pub(crate) fn active_user(&self, user: &str) -> Option<UserSlot> {
         let u = self.ix.user_ids.get(user)?;
         self.ix.user(u).filter(|r| r.status == Status::Active).map(|_| u)
     }
@@ -162,7 +162,7 @@ impl Engine {
         let Some(u) = ix.user_ids.get(user).filter(|u| ix.user(*u).is_some()) else {
             return Verdict::Deny(Code::DenyUnknownUser);
         };
-        let Some(place) = ix.dev_ids.get(device).map(|d| ix.place(d)).filter(|p| p.org != NONE) else {
+        let Some(place) = ix.dev_ids.get(device).map(|d| ix.place(d)).filter(|p| p.org != OrgSlot::NONE) else {
             return Verdict::Deny(Code::DenyUnknownDevice);
         };
         self.verdict_at(u, place, action)
@@ -170,7 +170,7 @@ impl Engine {
 
     /// The verdict for user slot `u` on a present device at `place`.
     #[inline(always)]
-    pub(crate) fn verdict_at(&self, u: u32, place: Place, action: Action) -> Verdict {
+    pub(crate) fn verdict_at(&self, u: UserSlot, place: Place, action: Action) -> Verdict {
         let ix = &self.ix;
         if ix.user(u).is_none_or(|r| r.status != Status::Active) {
             return Verdict::Deny(Code::DenyUserInactive);
@@ -187,9 +187,9 @@ impl Engine {
     /// Whether user slot `u` may do `action` on device slot `d` (any slot numbers: an absent or
     /// unknown user or device gives `false`).
     #[inline(never)]
-    pub(crate) fn can_slots(&self, u: u32, d: u32, action: Action) -> bool {
+    pub(crate) fn can_slots(&self, u: UserSlot, d: DeviceSlot, action: Action) -> bool {
         let place = self.ix.place(d);
-        place.org != NONE && matches!(self.verdict_at(u, place, action), Verdict::Allow(..))
+        place.org != OrgSlot::NONE && matches!(self.verdict_at(u, place, action), Verdict::Allow(..))
     }
 
     /// Whether `user` may view `device`.
@@ -241,7 +241,7 @@ impl Engine {
     pub fn switchable_orgs(&self, user: &str) -> Vec<&str> {
         let ix = &self.ix;
         let Some(u) = self.active_user(user) else { return Vec::new() };
-        let mut out: Vec<u32> = Vec::new();
+        let mut out: Vec<OrgSlot> = Vec::new();
         for m in ix.mems(u) {
             if m.perms.has(Permission::OrgsSwitch) {
                 out.extend(ix.subtree(m.org).iter().filter(|o| !ix.der(**o).eff_suspended));
@@ -261,7 +261,7 @@ impl Engine {
         self.permissions_in_slots(u, o)
     }
 
-    pub(crate) fn permissions_in_slots(&self, u: u32, o: u32) -> Perms {
+    pub(crate) fn permissions_in_slots(&self, u: UserSlot, o: OrgSlot) -> Perms {
         let ix = &self.ix;
         if ix.user(u).is_none_or(|r| r.status != Status::Active) || !ix.org_present(o) || ix.der(o).eff_suspended {
             return Perms::NONE;
@@ -277,7 +277,12 @@ impl Engine {
     }
 
     /// The device slots of `visible_devices`, ascending by id.
-    pub(crate) fn visible_slots(&self, user: &str, action: Action, active_org: Option<&str>) -> Result<Vec<u32>> {
+    pub(crate) fn visible_slots(
+        &self,
+        user: &str,
+        action: Action,
+        active_org: Option<&str>,
+    ) -> Result<Vec<DeviceSlot>> {
         let mut out = Vec::new();
         self.visible_slots_into(user, action, active_org, &mut out)?;
         Ok(out)
@@ -289,7 +294,7 @@ impl Engine {
         user: &str,
         action: Action,
         active_org: Option<&str>,
-        out: &mut Vec<u32>,
+        out: &mut Vec<DeviceSlot>,
     ) -> Result<()> {
         let ix = &self.ix;
         out.clear();
@@ -317,11 +322,11 @@ impl Engine {
     /// unless `fill_every` (the JS wrapper keeps that list itself).
     pub(crate) fn visible_of_slot(
         &self,
-        u: u32,
+        u: UserSlot,
         action: Action,
-        active: Option<u32>,
+        active: Option<OrgSlot>,
         fill_every: bool,
-        out: &mut Vec<u32>,
+        out: &mut Vec<DeviceSlot>,
     ) -> bool {
         out.clear();
         if self.ix.user(u).is_none_or(|r| r.status != Status::Active) {
@@ -331,7 +336,7 @@ impl Engine {
         self.collect(u, &grants, fill_every, out)
     }
 
-    fn grants(&self, u: u32, action: Action, active: Option<u32>) -> Grants {
+    fn grants(&self, u: UserSlot, action: Action, active: Option<OrgSlot>) -> Grants {
         let ix = &self.ix;
         let orgp = action.org_permission();
         let ownp = action.own_permission();
@@ -360,12 +365,12 @@ impl Engine {
             g.own.retain(|o| ix.in_subtree(*o, a));
         }
         // Make the grants disjoint: one per org (a subtree grant wins), none below a subtree grant.
-        let mut keyed: Vec<(u32, u32)> = g.orgs.iter().map(|&(o, sub)| (o, u32::from(!sub))).collect();
+        let mut keyed: Vec<(OrgSlot, u32)> = g.orgs.iter().map(|&(o, sub)| (o, u32::from(!sub))).collect();
         crate::index::sort_pairs(&mut keyed, &|a, b| a.cmp(&b));
         keyed.dedup_by_key(|&mut (o, _)| o);
         g.orgs = keyed.into_iter().map(|(o, not_sub)| (o, not_sub == 0)).collect();
         let all = g.orgs.clone();
-        let below_subtree = |o: u32| all.iter().any(|&(h, sub)| sub && ix.strictly_below(o, h));
+        let below_subtree = |o: OrgSlot| all.iter().any(|&(h, sub)| sub && ix.strictly_below(o, h));
         g.orgs.retain(|&(o, _)| !below_subtree(o));
         g.own.retain(|&o| !below_subtree(o) && !all.iter().any(|&(h, _)| h == o));
         g
@@ -375,9 +380,9 @@ impl Engine {
     /// ranked by id once (`Index::rank`), so no listing compares strings: a small answer sorts
     /// its ranks, a larger one marks them in a bitset over ranks and reads it in order, and an
     /// answer of every device is `by_id` itself.
-    fn collect(&self, u: u32, g: &Grants, fill_every: bool, out: &mut Vec<u32>) -> bool {
+    fn collect(&self, u: UserSlot, g: &Grants, fill_every: bool, out: &mut Vec<DeviceSlot>) -> bool {
         let ix = &self.ix;
-        let mut orgs: Vec<u32> = Vec::new();
+        let mut orgs: Vec<OrgSlot> = Vec::new();
         for &(o, sub) in &g.orgs {
             if sub {
                 let tree = ix.subtree(o);
@@ -395,7 +400,7 @@ impl Engine {
                 orgs.push(o);
             }
         }
-        let own_ok = |d: u32| {
+        let own_ok = |d: DeviceSlot| {
             let org = ix.device_org(d);
             g.own.contains(&org) && !ix.der(org).eff_suspended
         };
@@ -417,18 +422,17 @@ impl Engine {
         // by sorting).
         if granted + owned.len() <= SMALL_LIST {
             // Sort the ranks themselves (no lookups while sorting), then map them to slots.
+            let mut ranks: Vec<u32> = Vec::with_capacity(granted + owned.len());
             for o in &orgs {
-                out.extend(ix.devices_of_org(*o).iter().map(|d| ix.device_rank(*d)));
+                ranks.extend(ix.devices_of_org(*o).iter().map(|d| ix.device_rank(*d)));
             }
-            out.extend(owned.iter().copied().filter(|d| own_ok(*d)).map(|d| ix.device_rank(d)));
-            sort_slots(out, &|a, b| a.cmp(&b));
-            for r in out.iter_mut() {
-                *r = ix.by_id.get(*r as usize).copied().unwrap_or(NONE);
-            }
+            ranks.extend(owned.iter().copied().filter(|d| own_ok(*d)).map(|d| ix.device_rank(d)));
+            sort_slots(&mut ranks, &|a, b| a.cmp(&b));
+            out.extend(ranks.iter().filter_map(|r| ix.by_id.get(*r as usize).copied()));
             return false;
         }
         let mut bits = vec![0u64; ix.by_id.len() / 64 + 1];
-        let mut mark = |d: u32| {
+        let mut mark = |d: DeviceSlot| {
             let r = ix.device_rank(d);
             if let Some(w) = bits.get_mut((r / 64) as usize) {
                 *w |= 1 << (r % 64);
@@ -470,7 +474,7 @@ impl Engine {
 const SMALL_LIST: usize = 64;
 
 /// Whether membership `m` reaches org `o` (`o` is its org, or below it with `orgs.switch`).
-pub(crate) fn reaches(ix: &Index, m: &Mem, o: u32) -> bool {
+pub(crate) fn reaches(ix: &Index, m: &Mem, o: OrgSlot) -> bool {
     m.org == o || (m.perms.has(Permission::OrgsSwitch) && ix.strictly_below(o, m.org))
 }
 

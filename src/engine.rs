@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use crate::error::{Error, ErrorCode, Result};
-use crate::index::{DeviceData, Index, Marks, OrgRec, Touched, Undo, UserRec};
+use crate::index::{DeviceData, DeviceSlot, Index, Marks, OrgRec, OrgSlot, Touched, Undo, UserRec, UserSlot};
 use crate::model::Perms;
 use crate::snapshot::{DeviceDoc, Id, MembershipDoc, OrgDoc, RoleName, SafeInt, SnapshotDoc, UserDoc, SNAPSHOT_FORMAT};
 
@@ -160,13 +160,13 @@ impl Engine {
     /// The snapshot as its JSON document: every list in ascending id order, defaults explicit.
     pub fn to_doc(&self) -> SnapshotDoc {
         let ix = &self.ix;
-        let mut org_slots: Vec<u32> = (0..ix.orgs.len() as u32).filter(|o| ix.org_present(*o)).collect();
+        let mut org_slots: Vec<OrgSlot> = ix.org_slots().filter(|o| ix.org_present(*o)).collect();
         ix.org_ids.sort(&mut org_slots);
         let orgs = org_slots.into_iter().filter_map(|o| self.org_doc(o)).collect();
-        let mut user_slots: Vec<u32> = (0..ix.users.len() as u32).filter(|u| ix.user(*u).is_some()).collect();
+        let mut user_slots: Vec<UserSlot> = ix.user_slots().filter(|u| ix.user(*u).is_some()).collect();
         ix.user_ids.sort(&mut user_slots);
-        let mut pairs: Vec<(u32, u32)> = Vec::with_capacity(ix.membership_count);
-        for u in 0..ix.user_mems.len() as u32 {
+        let mut pairs: Vec<(UserSlot, OrgSlot)> = Vec::with_capacity(ix.membership_count);
+        for u in ix.user_slots() {
             pairs.extend(ix.mems(u).iter().map(|m| (u, m.org)));
         }
         crate::index::sort_pairs(&mut pairs, &|a, b| ix.membership_cmp(a, b));
@@ -216,7 +216,7 @@ impl Engine {
     /// The memberships of a user, as (org, role), ascending by org.
     pub fn memberships_of(&self, user: &str) -> Vec<(String, String)> {
         let Some(u) = self.ix.user_ids.get(user) else { return Vec::new() };
-        let mut orgs: Vec<u32> = self.ix.mems(u).iter().map(|m| m.org).collect();
+        let mut orgs: Vec<OrgSlot> = self.ix.mems(u).iter().map(|m| m.org).collect();
         self.ix.org_ids.sort(&mut orgs);
         orgs.into_iter()
             .filter_map(|o| self.ix.mem(u, o).map(|m| (self.ix.org_name(o).to_owned(), m.role.as_str().to_owned())))
@@ -229,11 +229,11 @@ impl Engine {
     }
 
     /// The slot of the user with this email (compared case-insensitively).
-    pub(crate) fn user_slot_by_email(&self, email: &str) -> Option<u32> {
-        (0..self.ix.users.len() as u32).find(|&u| self.ix.user(u).is_some_and(|r| r.email.eq_ignore_ascii_case(email)))
+    pub(crate) fn user_slot_by_email(&self, email: &str) -> Option<UserSlot> {
+        self.ix.user_slots().find(|&u| self.ix.user(u).is_some_and(|r| r.email.eq_ignore_ascii_case(email)))
     }
 
-    pub(crate) fn org_doc(&self, o: u32) -> Option<OrgDoc> {
+    pub(crate) fn org_doc(&self, o: OrgSlot) -> Option<OrgDoc> {
         let rec = self.ix.org(o)?;
         Some(OrgDoc {
             id: Id::trusted(self.ix.org_name(o).to_owned()),
@@ -252,7 +252,7 @@ impl Engine {
         })
     }
 
-    pub(crate) fn user_doc(&self, u: u32) -> Option<UserDoc> {
+    pub(crate) fn user_doc(&self, u: UserSlot) -> Option<UserDoc> {
         let rec = self.ix.user(u)?;
         Some(UserDoc {
             id: Id::trusted(self.ix.user_name(u).to_owned()),
@@ -262,7 +262,7 @@ impl Engine {
         })
     }
 
-    pub(crate) fn membership_doc(&self, u: u32, o: u32, role: &RoleName) -> MembershipDoc {
+    pub(crate) fn membership_doc(&self, u: UserSlot, o: OrgSlot, role: &RoleName) -> MembershipDoc {
         MembershipDoc {
             user: Id::trusted(self.ix.user_name(u).to_owned()),
             org: Id::trusted(self.ix.org_name(o).to_owned()),
@@ -270,7 +270,7 @@ impl Engine {
         }
     }
 
-    pub(crate) fn device_doc(&self, d: u32) -> Option<DeviceDoc> {
+    pub(crate) fn device_doc(&self, d: DeviceSlot) -> Option<DeviceDoc> {
         let dev = self.ix.device(d)?;
         Some(DeviceDoc {
             id: Id::trusted(self.ix.device_name(d).to_owned()),
@@ -280,6 +280,9 @@ impl Engine {
         })
     }
 
+    // INVARIANT: a batch either settles without error and stays, or is reverted exactly — every
+    // undo step replayed in reverse, ids first seen by the batch forgotten, derived data
+    // re-settled — so no caller ever sees a half-applied batch.
     /// Applies `changes` in order, then checks invariants on the result. On any error the
     /// engine is restored exactly (ids first seen by the batch are forgotten again).
     pub(crate) fn apply_changes(&mut self, changes: &[Change<'_>]) -> Result<()> {

@@ -8,6 +8,7 @@ use serde::Serialize;
 
 use crate::delta::{Delta, Op};
 use crate::engine::Engine;
+use crate::index::{DeviceSlot, OrgSlot, Slot, UserSlot};
 use crate::model::{Action, Permission, Status};
 use crate::snapshot::{DeviceDoc, Id, MembershipDoc, OrgDoc, RoleName, SafeInt, SnapshotDoc, UserDoc, SNAPSHOT_FORMAT};
 
@@ -15,10 +16,10 @@ use crate::snapshot::{DeviceDoc, Id, MembershipDoc, OrgDoc, RoleName, SafeInt, S
 #[derive(Debug, Default)]
 struct Slots {
     in_p: Vec<bool>,
-    orgs: Vec<u32>,
-    users: Vec<u32>,
-    memberships: Vec<(u32, u32)>,
-    devices: Vec<u32>,
+    orgs: Vec<OrgSlot>,
+    users: Vec<UserSlot>,
+    memberships: Vec<(UserSlot, OrgSlot)>,
+    devices: Vec<DeviceSlot>,
 }
 
 /// A projection serialized straight from the index.
@@ -240,16 +241,16 @@ impl Engine {
 
         // Orgs: switchable orgs plus the orgs of the viewer's memberships.
         let active = ix.user(v).is_some_and(|r| r.status == Status::Active);
-        let mut orgs: Vec<u32> = Vec::new();
+        let mut orgs: Vec<OrgSlot> = Vec::new();
         for m in ix.mems(v) {
             orgs.push(m.org);
             if active {
-                let reach: &[u32] =
+                let reach: &[OrgSlot] =
                     if m.perms.has(Permission::OrgsSwitch) { ix.subtree(m.org) } else { std::slice::from_ref(&m.org) };
                 orgs.extend(reach.iter().filter(|o| !ix.der(**o).eff_suspended));
             }
         }
-        orgs.retain(|&o| match slots.in_p.get_mut(o as usize) {
+        orgs.retain(|&o| match slots.in_p.get_mut(o.index()) {
             Some(f) if !*f => {
                 *f = true;
                 true
@@ -262,22 +263,23 @@ impl Engine {
         slots.devices = self.visible_slots(viewer, Action::View, None).unwrap_or_default();
         // Each user and membership once (seen-marks), then sorted by id.
         let mut seen_user = vec![false; ix.users.len()];
-        let mut seen_mem: rustc_hash::FxHashSet<(u32, u32)> = rustc_hash::FxHashSet::default();
-        let mut users: Vec<u32> = Vec::new();
-        let mut mems: Vec<(u32, u32)> = Vec::new();
-        let mut add = |u: u32, o: Option<u32>, users: &mut Vec<u32>, mems: &mut Vec<(u32, u32)>| {
-            if let Some(seen) = seen_user.get_mut(u as usize) {
-                if !*seen {
-                    *seen = true;
-                    users.push(u);
+        let mut seen_mem: rustc_hash::FxHashSet<(UserSlot, OrgSlot)> = rustc_hash::FxHashSet::default();
+        let mut users: Vec<UserSlot> = Vec::new();
+        let mut mems: Vec<(UserSlot, OrgSlot)> = Vec::new();
+        let mut add =
+            |u: UserSlot, o: Option<OrgSlot>, users: &mut Vec<UserSlot>, mems: &mut Vec<(UserSlot, OrgSlot)>| {
+                if let Some(seen) = seen_user.get_mut(u.index()) {
+                    if !*seen {
+                        *seen = true;
+                        users.push(u);
+                    }
                 }
-            }
-            if let Some(o) = o {
-                if seen_mem.insert((u, o)) {
-                    mems.push((u, o));
+                if let Some(o) = o {
+                    if seen_mem.insert((u, o)) {
+                        mems.push((u, o));
+                    }
                 }
-            }
-        };
+            };
         add(v, None, &mut users, &mut mems);
         for m in ix.mems(v) {
             add(v, Some(m.org), &mut users, &mut mems);
@@ -304,7 +306,7 @@ impl Engine {
     }
 
     /// The effective role table of `o`: every role it resolves, with its closed permissions.
-    fn effective_roles(&self, o: u32) -> BTreeMap<&str, Vec<&'static str>> {
+    fn effective_roles(&self, o: OrgSlot) -> BTreeMap<&str, Vec<&'static str>> {
         let ix = &self.ix;
         // Inserts rather than `collect`: collecting into a BTreeMap pulls in a stable sort.
         let mut table = BTreeMap::new();
@@ -324,11 +326,11 @@ impl Engine {
     }
 
     /// The projected parent of `o`: its nearest ancestor in the projection.
-    fn projected_parent(&self, o: u32, in_p: &[bool]) -> Option<u32> {
+    fn projected_parent(&self, o: OrgSlot, in_p: &[bool]) -> Option<OrgSlot> {
         let ix = &self.ix;
         let mut parent = ix.org(o)?.parent;
         while let Some(p) = parent {
-            if in_p.get(p as usize).copied().unwrap_or(false) {
+            if in_p.get(p.index()).copied().unwrap_or(false) {
                 return Some(p);
             }
             parent = ix.org(p).and_then(|r| r.parent);
@@ -338,7 +340,7 @@ impl Engine {
 
     /// An org as projected: parent = nearest projected ancestor, the effective role table,
     /// effective suspension and its real root's plan.
-    fn projected_org(&self, o: u32, in_p: &[bool]) -> Option<OrgDoc> {
+    fn projected_org(&self, o: OrgSlot, in_p: &[bool]) -> Option<OrgDoc> {
         let ix = &self.ix;
         let rec = ix.org(o)?;
         let roles = self
@@ -420,8 +422,8 @@ impl Engine {
         let ix = &self.ix;
         let mut part = Part::default();
         let Some(v) = ix.user_ids.get(viewer).filter(|u| ix.user(*u).is_some()) else { return part };
-        let sees = |d: u32| self.can_slots(v, d, Action::View);
-        let users_view = |o: u32| self.permissions_in_slots(v, o).has(Permission::UsersView);
+        let sees = |d: DeviceSlot| self.can_slots(v, d, Action::View);
+        let users_view = |o: OrgSlot| self.permissions_in_slots(v, o).has(Permission::UsersView);
         for id in &probe.devices {
             if let Some(d) = ix.dev_ids.get(id).filter(|d| sees(*d)) {
                 part.devices.extend(self.device_doc(d).map(|doc| (id.clone(), doc)));

@@ -12,6 +12,7 @@ use std::collections::BTreeMap;
 use wasm_bindgen::prelude::*;
 
 use crate::command::Command;
+use crate::index::{DeviceSlot, Slot, UserSlot};
 use crate::model::Action;
 use crate::signed::VerifyOptions;
 use crate::{Engine, Error};
@@ -122,8 +123,9 @@ pub struct EngineCore {
     scratch: Vec<u8>,
     /// Where the JS side writes a list of device slots for `filterSlots` (grown on request).
     slots: Vec<u32>,
-    /// The last list of device slots, read in place by the JS side.
-    out: Vec<u32>,
+    /// The last list of device slots, read in place by the JS side (as `u32`s: the slot
+    /// types are `repr(transparent)`).
+    out: Vec<DeviceSlot>,
 }
 
 impl EngineCore {
@@ -214,18 +216,19 @@ impl EngineCore {
     pub fn lookup(&self, kind: u32, len: u32) -> u32 {
         let id = self.scratch_id(len);
         let ix = &self.engine.ix;
-        let table = if kind == 0 { &ix.user_ids } else { &ix.dev_ids };
         if id.is_empty() {
             return NO_SLOT;
         }
-        table.get_bytes(id).unwrap_or(NO_SLOT)
+        let slot =
+            if kind == 0 { ix.user_ids.get_bytes(id).map(Slot::raw) } else { ix.dev_ids.get_bytes(id).map(Slot::raw) };
+        slot.unwrap_or(NO_SLOT)
     }
 
     /// Whether user slot `user` may do `action` (0 view, 1 control) on device slot `device`.
     /// Any numbers are safe: an unknown or vacant slot denies.
     #[wasm_bindgen(js_name = canSlots)]
     pub fn can_slots(&self, user: u32, device: u32, action: u32) -> bool {
-        self.engine.can_slots(user, device, action_of(action))
+        self.engine.can_slots(UserSlot::from_raw(user), DeviceSlot::from_raw(device), action_of(action))
     }
 
     /// Explains a decision.
@@ -239,7 +242,7 @@ impl EngineCore {
     #[wasm_bindgen(js_name = visibleOfSlot)]
     pub fn visible_of_slot(&mut self, user: u32, action: u32) -> u32 {
         let Self { engine, out, .. } = self;
-        if engine.visible_of_slot(user, action_of(action), None, false, out) {
+        if engine.visible_of_slot(UserSlot::from_raw(user), action_of(action), None, false, out) {
             return engine.ix.device_count as u32;
         }
         out.len() as u32
@@ -284,7 +287,7 @@ impl EngineCore {
             if d > start {
                 out.push('\n');
             }
-            out.push_str(ids.name(d));
+            out.push_str(ids.name(DeviceSlot::from_raw(d)));
         }
         out
     }
@@ -307,10 +310,11 @@ impl EngineCore {
     pub fn filter_slots(&mut self, user: u32, count: u32, action: u32) -> u32 {
         let Self { engine, slots, .. } = self;
         let action = action_of(action);
+        let user = UserSlot::from_raw(user);
         let active = engine.ix.user(user).is_some_and(|r| r.status == crate::Status::Active);
         let mut yes = 0;
         for d in slots.iter_mut().take(count as usize) {
-            let ok = active && engine.can_slots(user, *d, action);
+            let ok = active && engine.can_slots(user, DeviceSlot::from_raw(*d), action);
             *d = u32::from(ok);
             yes += u32::from(ok);
         }

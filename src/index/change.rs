@@ -2,17 +2,20 @@
 //! in step, and returns what it replaced, so that a batch can be undone exactly. Validation is
 //! `validate`'s job, run once per batch by `settle`.
 
-use super::{sort_slots, vec_at, DevRec, DeviceData, Index, Mem, OrgDerived, OrgRec, Place, UserRec, NONE};
+use super::{
+    sort_slots, vec_at, DevRec, DeviceData, DeviceSlot, Index, Mem, OrgDerived, OrgRec, OrgSlot, Place, Slot, UserRec,
+    UserSlot, NONE,
+};
 use crate::model::Perms;
 use crate::snapshot::RoleName;
 
 /// One step to undo, recorded by each primitive change.
 #[derive(Debug, Clone)]
 pub(crate) enum Undo {
-    Org(u32, Option<OrgRec>),
-    User(u32, Option<UserRec>),
-    Membership(u32, u32, Option<RoleName>),
-    Device(u32, Option<DeviceData>),
+    Org(OrgSlot, Option<OrgRec>),
+    User(UserSlot, Option<UserRec>),
+    Membership(UserSlot, OrgSlot, Option<RoleName>),
+    Device(DeviceSlot, Option<DeviceData>),
 }
 
 /// Interner lengths, to forget ids first seen by a failed batch.
@@ -24,7 +27,7 @@ pub(crate) struct Marks {
 }
 
 /// Removes `pos` from `list` by swapping in the last element; returns the element moved into `pos`.
-fn swap_out(list: &mut Vec<u32>, pos: u32) -> Option<u32> {
+fn swap_out<S: Slot>(list: &mut Vec<S>, pos: u32) -> Option<S> {
     let pos = pos as usize;
     if pos >= list.len() {
         return None;
@@ -34,8 +37,8 @@ fn swap_out(list: &mut Vec<u32>, pos: u32) -> Option<u32> {
 }
 
 impl Index {
-    fn ensure_org_slot(&mut self, o: u32) {
-        let n = o as usize + 1;
+    fn ensure_org_slot(&mut self, o: OrgSlot) {
+        let n = o.index() + 1;
         if self.orgs.len() < n {
             self.orgs.resize(n, None);
             self.derived.resize(n, OrgDerived::default());
@@ -45,8 +48,8 @@ impl Index {
         }
     }
 
-    fn ensure_user_slot(&mut self, u: u32) {
-        let n = u as usize + 1;
+    fn ensure_user_slot(&mut self, u: UserSlot) {
+        let n = u.index() + 1;
         if self.users.len() < n {
             self.users.resize(n, None);
             self.user_mems.resize(n, Vec::new());
@@ -54,8 +57,8 @@ impl Index {
         }
     }
 
-    fn ensure_device_slot(&mut self, d: u32) {
-        let n = d as usize + 1;
+    fn ensure_device_slot(&mut self, d: DeviceSlot) {
+        let n = d.index() + 1;
         if self.devices.len() < n {
             self.devices.resize(n, None);
             self.places.resize(n, Place::VACANT);
@@ -63,25 +66,25 @@ impl Index {
         }
     }
 
-    pub(crate) fn intern_org(&mut self, id: &str) -> u32 {
+    pub(crate) fn intern_org(&mut self, id: &str) -> OrgSlot {
         let o = self.org_ids.intern(id);
         self.ensure_org_slot(o);
         o
     }
 
-    pub(crate) fn intern_user(&mut self, id: &str) -> u32 {
+    pub(crate) fn intern_user(&mut self, id: &str) -> UserSlot {
         let u = self.user_ids.intern(id);
         self.ensure_user_slot(u);
         u
     }
 
-    pub(crate) fn intern_device(&mut self, id: &str) -> u32 {
+    pub(crate) fn intern_device(&mut self, id: &str) -> DeviceSlot {
         let d = self.dev_ids.intern(id);
         self.ensure_device_slot(d);
         d
     }
 
-    pub(crate) fn set_org(&mut self, o: u32, rec: Option<OrgRec>) -> Option<OrgRec> {
+    pub(crate) fn set_org(&mut self, o: OrgSlot, rec: Option<OrgRec>) -> Option<OrgRec> {
         self.ensure_org_slot(o);
         let slot = vec_at(&mut self.orgs, o)?;
         let old = std::mem::replace(slot, rec);
@@ -93,7 +96,7 @@ impl Index {
         old
     }
 
-    pub(crate) fn set_user(&mut self, u: u32, rec: Option<UserRec>) -> Option<UserRec> {
+    pub(crate) fn set_user(&mut self, u: UserSlot, rec: Option<UserRec>) -> Option<UserRec> {
         self.ensure_user_slot(u);
         let slot = vec_at(&mut self.users, u)?;
         let old = std::mem::replace(slot, rec);
@@ -106,7 +109,7 @@ impl Index {
     }
 
     /// Sets or removes the membership of `u` in `o`; returns the previous role.
-    pub(crate) fn set_membership(&mut self, u: u32, o: u32, role: Option<RoleName>) -> Option<RoleName> {
+    pub(crate) fn set_membership(&mut self, u: UserSlot, o: OrgSlot, role: Option<RoleName>) -> Option<RoleName> {
         self.ensure_user_slot(u);
         self.ensure_org_slot(o);
         let mems = vec_at(&mut self.user_mems, u)?;
@@ -137,9 +140,9 @@ impl Index {
     }
 
     /// Sets or removes device `d`; returns its previous facts.
-    pub(crate) fn set_device(&mut self, d: u32, data: Option<DeviceData>) -> Option<DeviceData> {
+    pub(crate) fn set_device(&mut self, d: DeviceSlot, data: Option<DeviceData>) -> Option<DeviceData> {
         self.ensure_device_slot(d);
-        let old = self.devices.get_mut(d as usize).and_then(Option::take);
+        let old = self.devices.get_mut(d.index()).and_then(Option::take);
         if let Some(old) = &old {
             self.unlink_device(old);
             if !self.bulk {
@@ -152,7 +155,7 @@ impl Index {
             if !self.bulk {
                 self.unsorted_orgs.push(data.org);
             }
-            let pos_org = self.org_devices.get(data.org as usize).map_or(0, Vec::len) as u32;
+            let pos_org = self.org_devices.get(data.org.index()).map_or(0, Vec::len) as u32;
             if let Some(list) = vec_at(&mut self.org_devices, data.org) {
                 list.push(d);
             }
@@ -203,7 +206,7 @@ impl Index {
     fn unlink_device(&mut self, old: &DevRec) {
         if let Some(list) = vec_at(&mut self.org_devices, old.data.org) {
             if let Some(moved) = swap_out(list, old.pos_org) {
-                if let Some(Some(rec)) = self.devices.get_mut(moved as usize) {
+                if let Some(Some(rec)) = self.devices.get_mut(moved.index()) {
                     rec.pos_org = old.pos_org;
                 }
             }
@@ -211,7 +214,7 @@ impl Index {
         if let Some(owner) = old.data.owner {
             if let Some(list) = vec_at(&mut self.owned, owner) {
                 if let Some(moved) = swap_out(list, old.pos_owner) {
-                    if let Some(Some(rec)) = self.devices.get_mut(moved as usize) {
+                    if let Some(Some(rec)) = self.devices.get_mut(moved.index()) {
                         rec.pos_owner = old.pos_owner;
                     }
                 }
@@ -223,11 +226,11 @@ impl Index {
     pub(crate) fn finish_bulk(&mut self) {
         if self.bulk {
             self.bulk = false;
-            let mut by_id: Vec<u32> = (0..self.devices.len() as u32).filter(|d| self.device(*d).is_some()).collect();
+            let mut by_id: Vec<DeviceSlot> = self.device_slots().filter(|d| self.device(*d).is_some()).collect();
             self.dev_ids.sort(&mut by_id);
             self.by_id = by_id;
             self.rerank();
-            for o in 0..self.org_devices.len() as u32 {
+            for o in self.org_slots() {
                 self.sort_org_devices(o);
             }
         }
@@ -235,16 +238,16 @@ impl Index {
 
     /// Puts the device list of org `o` back in id order (by rank: ranks must be current) and
     /// fixes the devices' positions in it.
-    pub(super) fn sort_org_devices(&mut self, o: u32) {
-        let Some(list) = self.org_devices.get_mut(o as usize) else { return };
+    pub(super) fn sort_org_devices(&mut self, o: OrgSlot) {
+        let Some(list) = self.org_devices.get_mut(o.index()) else { return };
         let rank = &self.rank;
-        let rank_of = |d: u32| rank.get(d as usize).copied().unwrap_or(NONE);
+        let rank_of = |d: DeviceSlot| rank.get(d.index()).copied().unwrap_or(NONE);
         if list.windows(2).all(|w| matches!(w, [a, b] if rank_of(*a) < rank_of(*b))) {
             return;
         }
         sort_slots(list, &|a, b| rank_of(a).cmp(&rank_of(b)));
         for (i, &d) in list.iter().enumerate() {
-            if let Some(Some(rec)) = self.devices.get_mut(d as usize) {
+            if let Some(Some(rec)) = self.devices.get_mut(d.index()) {
                 rec.pos_org = i as u32;
             }
         }
@@ -255,7 +258,7 @@ impl Index {
         self.rank.clear();
         self.rank.resize(self.devices.len(), NONE);
         for (r, &d) in self.by_id.iter().enumerate() {
-            if let Some(slot) = self.rank.get_mut(d as usize) {
+            if let Some(slot) = self.rank.get_mut(d.index()) {
                 *slot = r as u32;
             }
         }

@@ -2,18 +2,33 @@
 //! is a `hashbrown::HashTable` of spans into it.
 
 use std::cmp::Ordering;
+use std::marker::PhantomData;
 
 use hashbrown::HashTable;
 
-use super::{sort_slots, NONE};
+use super::{sort_slots, Slot, NONE};
 
 /// Maps id strings to dense slot numbers and back. Names live in one arena string, so that
 /// interning allocates nothing per id.
 // INVARIANT: a slot, once interned outside a batch that is later reverted, names the same id for
 // the life of the interner: slots are never reused (only `truncate` forgets ids, and only those
 // first seen by a batch being reverted). The JS wrapper caches id → slot on that basis.
+#[derive(Debug, Clone)]
+pub(crate) struct Interner<S> {
+    raw: RawInterner,
+    kind: PhantomData<S>,
+}
+
+impl<S> Default for Interner<S> {
+    fn default() -> Self {
+        Self { raw: RawInterner::default(), kind: PhantomData }
+    }
+}
+
+/// The interner on raw slot numbers: one copy of the code in the `.wasm` whatever the number
+/// of slot types (the typed wrapper's conversions inline away).
 #[derive(Debug, Clone, Default)]
-pub(crate) struct Interner {
+struct RawInterner {
     table: HashTable<Entry>,
     arena: String,
     spans: Vec<(u32, u32)>,
@@ -77,19 +92,14 @@ fn same(mut a: &[u8], mut b: &[u8]) -> bool {
     true
 }
 
-impl Interner {
-    #[inline(always)]
-    pub(crate) fn get(&self, s: &str) -> Option<u32> {
-        self.get_bytes(s.as_bytes())
-    }
-
-    /// The slot of an id given as bytes (ids are ASCII). One copy of the lookup for all callers.
+impl RawInterner {
+    /// The slot of an id given as bytes. One copy of the lookup for all callers.
     #[inline(never)]
-    pub(crate) fn get_bytes(&self, s: &[u8]) -> Option<u32> {
+    fn get_bytes(&self, s: &[u8]) -> Option<u32> {
         self.table.find(hash_bytes(s), |e| same(e.bytes(&self.arena), s)).map(|e| e.slot)
     }
 
-    pub(crate) fn intern(&mut self, s: &str) -> u32 {
+    fn intern(&mut self, s: &str) -> u32 {
         let (arena, spans) = (&mut self.arena, &mut self.spans);
         let bytes = s.as_bytes();
         let entry =
@@ -109,38 +119,17 @@ impl Interner {
         }
     }
 
-    #[inline(always)]
-    pub(crate) fn name(&self, i: u32) -> &str {
-        name_in(&self.arena, &self.spans, i)
-    }
-
-    /// Sorts slots by their ids.
-    pub(crate) fn sort(&self, slots: &mut [u32]) {
-        sort_slots(slots, &|a, b| self.cmp(a, b));
-    }
-
-    /// Compares two slots by their ids.
-    pub(crate) fn cmp(&self, a: u32, b: u32) -> Ordering {
-        self.name(a).cmp(self.name(b))
-    }
-
-    pub(crate) fn len(&self) -> usize {
-        self.spans.len()
-    }
-
-    /// Makes room for `n` more ids (of about 16 bytes each).
-    pub(crate) fn reserve(&mut self, n: usize) {
+    fn reserve(&mut self, n: usize) {
         let arena = &self.arena;
         self.table.reserve(n, |e| hash_bytes(e.bytes(arena)));
         self.spans.reserve(n);
         self.arena.reserve(n.saturating_mul(16));
     }
 
-    /// Forgets every id interned at or after `len`.
-    pub(crate) fn truncate(&mut self, len: usize) {
+    fn truncate(&mut self, len: usize) {
         while self.spans.len() > len {
             let i = (self.spans.len() - 1) as u32;
-            let h = hash_bytes(self.name(i).as_bytes());
+            let h = hash_bytes(name_in(&self.arena, &self.spans, i).as_bytes());
             if let Ok(entry) = self.table.find_entry(h, |e| e.slot == i) {
                 entry.remove();
             }
@@ -148,6 +137,58 @@ impl Interner {
                 self.arena.truncate(start as usize);
             }
         }
+    }
+}
+
+impl<S: Slot> Interner<S> {
+    #[inline(always)]
+    pub(crate) fn get(&self, s: &str) -> Option<S> {
+        self.get_bytes(s.as_bytes())
+    }
+
+    /// The slot of an id given as bytes (ids are ASCII).
+    #[inline(always)]
+    pub(crate) fn get_bytes(&self, s: &[u8]) -> Option<S> {
+        self.raw.get_bytes(s).map(S::from_raw)
+    }
+
+    /// The slot of `s`, interning it when new.
+    #[inline(always)]
+    pub(crate) fn intern(&mut self, s: &str) -> S {
+        S::from_raw(self.raw.intern(s))
+    }
+
+    #[inline(always)]
+    pub(crate) fn name(&self, i: S) -> &str {
+        name_in(&self.raw.arena, &self.raw.spans, i.raw())
+    }
+
+    /// Sorts slots by their ids.
+    pub(crate) fn sort(&self, slots: &mut [S]) {
+        sort_slots(slots, &|a, b| self.cmp(a, b));
+    }
+
+    /// Compares two slots by their ids.
+    #[inline(always)]
+    pub(crate) fn cmp(&self, a: S, b: S) -> Ordering {
+        self.name(a).cmp(self.name(b))
+    }
+
+    #[inline(always)]
+    pub(crate) fn len(&self) -> usize {
+        self.raw.spans.len()
+    }
+
+    /// Makes room for `n` more ids (of about 16 bytes each).
+    #[inline(always)]
+    pub(crate) fn reserve(&mut self, n: usize) {
+        self.raw.reserve(n);
+    }
+
+    /// Forgets every id interned at or after `len`.
+    #[inline(always)]
+    pub(crate) fn truncate(&mut self, len: usize) {
+        self.raw.truncate(len);
     }
 }
 
@@ -167,7 +208,7 @@ mod tests {
 
     #[test]
     fn interns_finds_and_forgets() {
-        let mut t = Interner::default();
+        let mut t = Interner::<u32>::default();
         let ids: Vec<String> = (0..3000).map(|i| format!("id-{i}")).chain(["x".repeat(128)]).collect();
         for (i, id) in ids.iter().enumerate() {
             assert_eq!(t.intern(id), i as u32);

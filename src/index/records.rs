@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use super::NONE;
+use super::{OrgSlot, UserSlot};
 use crate::model::{Perms, Plan, Status};
 use crate::snapshot::RoleName;
 
@@ -14,7 +14,7 @@ pub(crate) type RoleTable = BTreeMap<RoleName, Perms>;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct OrgRec {
     pub name: String,
-    pub parent: Option<u32>,
+    pub parent: Option<OrgSlot>,
     pub plan: Plan,
     pub suspended: bool,
     pub roles: Option<RoleTable>,
@@ -32,7 +32,7 @@ pub(crate) struct OrgDerived {
     /// The org or an ancestor is suspended.
     pub eff_suspended: bool,
     /// The root of its tree.
-    pub root: u32,
+    pub root: OrgSlot,
 }
 
 /// A user as stored.
@@ -46,7 +46,7 @@ pub(crate) struct UserRec {
 /// A membership as stored on its user.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Mem {
-    pub org: u32,
+    pub org: OrgSlot,
     pub role: RoleName,
     /// The closed permissions of `role` in `org` (kept current by `settle`).
     pub perms: Perms,
@@ -56,24 +56,25 @@ pub(crate) struct Mem {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct DeviceData {
     pub name: String,
-    pub org: u32,
-    pub owner: Option<u32>,
+    pub org: OrgSlot,
+    pub owner: Option<UserSlot>,
 }
 
-/// Where a device is: its org and owner slots (`NONE` for no owner; both `NONE` while absent).
+/// Where a device is: its org and owner slots (`UserSlot::NONE` for no owner; both `NONE`
+/// while absent).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Place {
-    pub org: u32,
-    pub owner: u32,
+    pub org: OrgSlot,
+    pub owner: UserSlot,
 }
 
 impl Place {
     /// The place of a vacant device slot.
-    pub const VACANT: Place = Place { org: NONE, owner: NONE };
+    pub const VACANT: Place = Place { org: OrgSlot::NONE, owner: UserSlot::NONE };
 
     /// The place of a device (vacant for `None`).
     pub fn of(device: Option<&DeviceData>) -> Place {
-        device.map_or(Self::VACANT, |d| Place { org: d.org, owner: d.owner.unwrap_or(NONE) })
+        device.map_or(Self::VACANT, |d| Place { org: d.org, owner: d.owner.unwrap_or(UserSlot::NONE) })
     }
 }
 

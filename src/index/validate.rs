@@ -1,7 +1,7 @@
 //! Derived data and validation: the org forest (pre/post intervals, depth, effective
 //! suspension), membership permissions, and invariants I1–I3 checked on what a batch touched.
 
-use super::{sort_slots, vec_at, Index, OrgDerived};
+use super::{sort_slots, vec_at, DeviceSlot, Index, OrgDerived, OrgSlot, Slot, UserSlot};
 use crate::error::{Error, ErrorCode, Result};
 use crate::model::MAX_DEPTH;
 
@@ -9,10 +9,10 @@ use crate::model::MAX_DEPTH;
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Touched {
     pub orgs_changed: bool,
-    pub orgs_removed: Vec<u32>,
-    pub users_removed: Vec<u32>,
-    pub memberships: Vec<(u32, u32)>,
-    pub devices: Vec<u32>,
+    pub orgs_removed: Vec<OrgSlot>,
+    pub users_removed: Vec<UserSlot>,
+    pub memberships: Vec<(UserSlot, OrgSlot)>,
+    pub devices: Vec<DeviceSlot>,
     /// Everything changed: check every entity.
     pub all: bool,
 }
@@ -26,7 +26,7 @@ impl Index {
             c.clear();
         }
         let mut roots = Vec::new();
-        for o in 0..n as u32 {
+        for o in self.org_slots() {
             let Some(rec) = self.org(o) else { continue };
             match rec.parent {
                 None => roots.push(o),
@@ -44,15 +44,15 @@ impl Index {
             }
         }
         self.preorder.clear();
-        let mut too_deep: Option<u32> = None;
+        let mut too_deep: Option<OrgSlot> = None;
         // Iterative DFS: (org, depth, parent's effective suspension, root, next child index).
-        let mut stack: Vec<(u32, u8, bool, u32, usize)> = Vec::new();
+        let mut stack: Vec<(OrgSlot, u8, bool, OrgSlot, usize)> = Vec::new();
         for r in roots {
             stack.push((r, 1, false, r, 0));
             self.enter(r, 1, false, r);
             while let Some(top) = stack.last_mut() {
                 let (o, depth, _, root, next) = *top;
-                let child = self.children.get(o as usize).and_then(|c| c.get(next)).copied();
+                let child = self.children.get(o.index()).and_then(|c| c.get(next)).copied();
                 match child {
                     Some(c) => {
                         top.4 += 1;
@@ -66,7 +66,7 @@ impl Index {
                     }
                     None => {
                         let post = self.preorder.len().saturating_sub(1) as u32;
-                        if let Some(d) = self.derived.get_mut(o as usize) {
+                        if let Some(d) = self.derived.get_mut(o.index()) {
                             d.post = post;
                         }
                         stack.pop();
@@ -77,12 +77,13 @@ impl Index {
         if self.preorder.len() < self.org_count {
             let mut seen = vec![false; n];
             for o in &self.preorder {
-                if let Some(s) = seen.get_mut(*o as usize) {
+                if let Some(s) = seen.get_mut((*o).index()) {
                     *s = true;
                 }
             }
-            let culprit = (0..n as u32)
-                .filter(|o| self.org_present(*o) && !seen.get(*o as usize).copied().unwrap_or(true))
+            let culprit = self
+                .org_slots()
+                .filter(|o| self.org_present(*o) && !seen.get((*o).index()).copied().unwrap_or(true))
                 .min_by(|a, b| self.org_name(*a).cmp(self.org_name(*b)));
             return Err(Error::new(
                 ErrorCode::OrgCycle,
@@ -98,17 +99,17 @@ impl Index {
         Ok(())
     }
 
-    fn enter(&mut self, o: u32, depth: u8, parent_eff: bool, root: u32) {
+    fn enter(&mut self, o: OrgSlot, depth: u8, parent_eff: bool, root: OrgSlot) {
         let pre = self.preorder.len() as u32;
         self.preorder.push(o);
         let suspended = self.org(o).is_some_and(|r| r.suspended);
-        if let Some(d) = self.derived.get_mut(o as usize) {
+        if let Some(d) = self.derived.get_mut(o.index()) {
             *d = OrgDerived { pre, post: pre, depth, eff_suspended: parent_eff || suspended, root };
         }
     }
 
     /// Resolves the permissions of the membership of `u` in `o`; checks its references and role.
-    fn refresh_membership(&mut self, u: u32, o: u32) -> Result<()> {
+    fn refresh_membership(&mut self, u: UserSlot, o: OrgSlot) -> Result<()> {
         let Some(role) = self.mem(u, o).map(|m| m.role.clone()) else { return Ok(()) };
         if self.user(u).is_none() {
             return Err(Error::new(
@@ -128,13 +129,13 @@ impl Index {
                 format!("role `{role}` of user `{}` is not defined in org `{}`", self.user_name(u), self.org_name(o)),
             )
         })?;
-        if let Some(m) = self.user_mems.get_mut(u as usize).and_then(|ms| ms.iter_mut().find(|m| m.org == o)) {
+        if let Some(m) = self.user_mems.get_mut(u.index()).and_then(|ms| ms.iter_mut().find(|m| m.org == o)) {
             m.perms = perms;
         }
         Ok(())
     }
 
-    fn check_device(&self, d: u32) -> Result<()> {
+    fn check_device(&self, d: DeviceSlot) -> Result<()> {
         let Some(dev) = self.device(d) else { return Ok(()) };
         if !self.org_present(dev.org) {
             return Err(Error::new(
@@ -214,8 +215,8 @@ impl Index {
             }
         }
         if t.all || t.orgs_changed {
-            for u in 0..self.user_mems.len() as u32 {
-                let orgs: Vec<u32> = self.mems(u).iter().map(|m| m.org).collect();
+            for u in self.user_slots() {
+                let orgs: Vec<OrgSlot> = self.mems(u).iter().map(|m| m.org).collect();
                 for o in orgs {
                     self.refresh_membership(u, o)?;
                 }
@@ -244,7 +245,7 @@ impl Index {
             }
         }
         if t.all {
-            for d in 0..self.devices.len() as u32 {
+            for d in self.device_slots() {
                 self.check_device(d)?;
             }
         } else {
