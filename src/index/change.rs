@@ -182,7 +182,7 @@ impl Index {
                 if !self.bulk {
                     let at = self.by_id_position(self.dev_ids.name(d));
                     self.by_id.insert(at, d);
-                    self.ranks_stale = true;
+                    self.stale_ranks_from(at);
                 }
             }
             (true, false) => {
@@ -190,8 +190,11 @@ impl Index {
                 let at = self.by_id_position(self.dev_ids.name(d));
                 if self.by_id.get(at) == Some(&d) {
                     self.by_id.remove(at);
+                    self.stale_ranks_from(at);
                 }
-                self.ranks_stale = true;
+                if let Some(r) = vec_at(&mut self.rank, d) {
+                    *r = NONE;
+                }
             }
             _ => {}
         }
@@ -253,16 +256,21 @@ impl Index {
         }
     }
 
-    /// Recomputes `rank` from `by_id` (O(devices); after a batch that added or removed one).
+    /// Notes that the ranks of `by_id[at..]` changed (a device came or went at `at`).
+    fn stale_ranks_from(&mut self, at: usize) {
+        self.ranks_stale_from = Some(self.ranks_stale_from.map_or(at, |f| f.min(at)));
+    }
+
+    /// Recomputes `rank` from `by_id` where it changed (from the first position a device came
+    /// or went at: a device added at the end of the id order costs nothing more).
     pub(super) fn rerank(&mut self) {
-        self.rank.clear();
+        let from = self.ranks_stale_from.take().unwrap_or(0);
         self.rank.resize(self.devices.len(), NONE);
-        for (r, &d) in self.by_id.iter().enumerate() {
+        for (r, &d) in self.by_id.iter().enumerate().skip(from) {
             if let Some(slot) = self.rank.get_mut(d.index()) {
                 *slot = r as u32;
             }
         }
-        self.ranks_stale = false;
     }
 
     /// Reverts one recorded change.

@@ -213,10 +213,11 @@ pub(crate) struct Index {
     pub by_id: Vec<DeviceSlot>,
     /// The position of each device slot in `by_id` (its rank in id order), `NONE` when absent.
     // INVARIANT: after `settle` (and after loading), `by_id[rank[d]] == d` for every present
-    // device; `ranks_stale` is set whenever `by_id` gains or loses a device and cleared by
-    // `rerank`, which `settle` runs first.
+    // device and `rank[d] == NONE` for a vacant slot; `ranks_stale_from` is the first position of
+    // `by_id` whose rank may be stale (set when a device comes or goes, cleared by `rerank`,
+    // which `settle` runs first).
     pub rank: Vec<u32>,
-    ranks_stale: bool,
+    ranks_stale_from: Option<usize>,
     /// While loading, `by_id` is built once at the end.
     bulk: bool,
 

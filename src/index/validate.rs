@@ -168,7 +168,7 @@ impl Index {
     /// Brings derived data up to date after a batch of changes and checks invariants I1–I3 on
     /// what the batch touched (everything when `t.all`).
     pub(crate) fn settle(&mut self, t: &Touched) -> Result<()> {
-        if self.ranks_stale {
+        if self.ranks_stale_from.is_some() {
             self.rerank();
         }
         let mut unsorted = std::mem::take(&mut self.unsorted_orgs);
