@@ -8,6 +8,7 @@ use crate::decide::{Code, Decision};
 use crate::delta::{Delta, Op};
 use crate::engine::Engine;
 use crate::error::{Error, ErrorCode, Result};
+use crate::index::{DeviceSlot, OrgSlot, UserSlot};
 use crate::model::{Permission, Perms, Plan, Status, ADMIN_ROLE, MAX_DEPTH};
 use crate::snapshot::{truncate_for_message, DeviceDoc, Id, MembershipDoc, OrgDoc, RoleName, UserDoc};
 use crate::tagged::Fields;
@@ -222,15 +223,15 @@ type Denied<T> = std::result::Result<T, Deny>;
 pub(crate) struct Deny {
     code: Code,
     /// The org the missing permissions are needed in, or the sub-org that blocks a deletion.
-    org: Option<u32>,
+    org: Option<OrgSlot>,
     /// `DENY_NO_PERMISSION`: the missing permission.
     permission: Option<Permission>,
     /// `DENY_ESCALATION`: the permissions beyond the actor's.
     beyond: Perms,
     /// `DENY_NOT_EMPTY`: a blocking member.
-    user: Option<u32>,
+    user: Option<UserSlot>,
     /// `DENY_NOT_EMPTY`: a blocking device.
-    device: Option<u32>,
+    device: Option<DeviceSlot>,
 }
 
 impl From<Code> for Deny {
@@ -311,14 +312,14 @@ impl Engine {
         let device_of =
             |id: &Id| ix.dev_ids.get(id.as_str()).filter(|d| ix.device(*d).is_some()).ok_or(Code::DenyInvalidTarget);
         // `DENY_NO_PERMISSION` naming the permission and the org it is needed in.
-        let require = |o: u32, p: Permission| -> Denied<()> {
+        let require = |o: OrgSlot, p: Permission| -> Denied<()> {
             if self.permissions_in_slots(a, o).has(p) {
                 return Ok(());
             }
             Err(Deny { org: Some(o), permission: Some(p), ..Code::DenyNoPermission.into() })
         };
         // `DENY_ESCALATION` naming the permissions beyond the actor's in `o`.
-        let within = |o: u32, perms: Perms| -> Denied<()> {
+        let within = |o: OrgSlot, perms: Perms| -> Denied<()> {
             let beyond = perms.without(self.permissions_in_slots(a, o));
             if beyond.is_empty() {
                 return Ok(());
@@ -519,7 +520,7 @@ impl Engine {
 
     /// `DENY_NOT_EMPTY` unless `o` has no devices, members or sub-orgs; the denial names the
     /// first (by id) device, else member, else sub-org.
-    fn check_empty(&self, o: u32) -> Denied<()> {
+    fn check_empty(&self, o: OrgSlot) -> Denied<()> {
         let ix = &self.ix;
         let deny = Deny::from(Code::DenyNotEmpty);
         let device = ix.devices_of_org(o).iter().copied().min_by(|x, y| ix.dev_ids.cmp(*x, *y));
@@ -534,7 +535,7 @@ impl Engine {
         }
     }
 
-    fn root_plan(&self, o: u32) -> Plan {
+    fn root_plan(&self, o: OrgSlot) -> Plan {
         self.ix.org(self.ix.der(o).root).map_or(Plan::Pro, |r| r.plan)
     }
 
@@ -543,16 +544,16 @@ impl Engine {
         self.user_slot_by_email(email).is_some()
     }
 
-    fn active_member(&self, u: u32, o: u32) -> bool {
+    fn active_member(&self, u: UserSlot, o: OrgSlot) -> bool {
         self.ix.mem(u, o).is_some() && self.ix.user(u).is_some_and(|r| r.status == Status::Active)
     }
 
-    fn owned_in(&self, u: u32, o: u32) -> Vec<u32> {
+    fn owned_in(&self, u: UserSlot, o: OrgSlot) -> Vec<DeviceSlot> {
         self.ix.owned_by(u).iter().copied().filter(|d| self.ix.device(*d).is_some_and(|x| x.org == o)).collect()
     }
 
     /// The org of `w`'s only membership within the actor's reach, if exactly one.
-    fn sole_reachable_membership(&self, a: u32, w: u32) -> Option<u32> {
+    fn sole_reachable_membership(&self, a: UserSlot, w: UserSlot) -> Option<OrgSlot> {
         let ix = &self.ix;
         let mut found =
             ix.mems(w).iter().map(|m| m.org).filter(|o| ix.mems(a).iter().any(|am| crate::decide::reaches(ix, am, *o)));
@@ -562,16 +563,16 @@ impl Engine {
 
     /// Whether two orgs are in the same tree. A projection (SPEC §4.3) does not say which of its
     /// roots were real roots, so there it cannot tell and does not deny: the server decides.
-    fn same_tree(&self, a: u32, b: u32) -> bool {
+    fn same_tree(&self, a: OrgSlot, b: OrgSlot) -> bool {
         self.viewer.is_some() || self.ix.der(a).root == self.ix.der(b).root
     }
 
     /// Whether `u` is the last active Admin of `o`, when `o` is a root org. On a projection a
     /// root may be a cut-off sub-org, so the rule is left to the server (see `same_tree`).
-    fn is_last_root_admin(&self, u: u32, o: u32) -> bool {
+    fn is_last_root_admin(&self, u: UserSlot, o: OrgSlot) -> bool {
         let ix = &self.ix;
         let is_root = self.viewer.is_none() && ix.org(o).is_some_and(|r| r.parent.is_none());
-        let active_admin = |x: u32| {
+        let active_admin = |x: UserSlot| {
             ix.user(x).is_some_and(|r| r.status == Status::Active)
                 && ix.mem(x, o).is_some_and(|m| m.role.as_str() == ADMIN_ROLE)
         };

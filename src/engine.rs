@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use crate::error::{Error, ErrorCode, Result};
-use crate::index::{DeviceData, Index, Marks, OrgRec, Touched, Undo, UserRec};
+use crate::index::{DeviceData, DeviceSlot, Index, Marks, OrgRec, OrgSlot, Touched, Undo, UserRec, UserSlot};
 use crate::model::Perms;
 use crate::snapshot::{DeviceDoc, Id, MembershipDoc, OrgDoc, RoleName, SafeInt, SnapshotDoc, UserDoc, SNAPSHOT_FORMAT};
 
@@ -214,7 +214,7 @@ impl Engine {
     /// The memberships of a user, as (org, role), ascending by org.
     pub fn memberships_of(&self, user: &str) -> Vec<(String, String)> {
         let Some(u) = self.ix.user_ids.get(user) else { return Vec::new() };
-        let mut orgs: Vec<u32> = self.ix.mems(u).iter().map(|m| m.org).collect();
+        let mut orgs: Vec<OrgSlot> = self.ix.mems(u).iter().map(|m| m.org).collect();
         self.ix.org_ids.sort(&mut orgs);
         orgs.into_iter()
             .filter_map(|o| self.ix.mem(u, o).map(|m| (self.ix.org_name(o).to_owned(), m.role.as_str().to_owned())))
@@ -227,11 +227,11 @@ impl Engine {
     }
 
     /// The slot of the user with this email (compared case-insensitively).
-    pub(crate) fn user_slot_by_email(&self, email: &str) -> Option<u32> {
-        (0..self.ix.users.len() as u32).find(|&u| self.ix.user(u).is_some_and(|r| r.email.eq_ignore_ascii_case(email)))
+    pub(crate) fn user_slot_by_email(&self, email: &str) -> Option<UserSlot> {
+        self.ix.user_slots().find(|&u| self.ix.user(u).is_some_and(|r| r.email.eq_ignore_ascii_case(email)))
     }
 
-    pub(crate) fn org_doc(&self, o: u32) -> Option<OrgDoc> {
+    pub(crate) fn org_doc(&self, o: OrgSlot) -> Option<OrgDoc> {
         let rec = self.ix.org(o)?;
         Some(OrgDoc {
             id: Id::trusted(self.ix.org_name(o).to_owned()),
@@ -250,7 +250,7 @@ impl Engine {
         })
     }
 
-    pub(crate) fn user_doc(&self, u: u32) -> Option<UserDoc> {
+    pub(crate) fn user_doc(&self, u: UserSlot) -> Option<UserDoc> {
         let rec = self.ix.user(u)?;
         Some(UserDoc {
             id: Id::trusted(self.ix.user_name(u).to_owned()),
@@ -260,7 +260,7 @@ impl Engine {
         })
     }
 
-    pub(crate) fn membership_doc(&self, u: u32, o: u32, role: &RoleName) -> MembershipDoc {
+    pub(crate) fn membership_doc(&self, u: UserSlot, o: OrgSlot, role: &RoleName) -> MembershipDoc {
         MembershipDoc {
             user: Id::trusted(self.ix.user_name(u).to_owned()),
             org: Id::trusted(self.ix.org_name(o).to_owned()),
@@ -268,7 +268,7 @@ impl Engine {
         }
     }
 
-    pub(crate) fn device_doc(&self, d: u32) -> Option<DeviceDoc> {
+    pub(crate) fn device_doc(&self, d: DeviceSlot) -> Option<DeviceDoc> {
         let dev = self.ix.device(d)?;
         Some(DeviceDoc {
             id: Id::trusted(self.ix.device_name(d).to_owned()),
@@ -278,6 +278,9 @@ impl Engine {
         })
     }
 
+    // INVARIANT: a batch either settles without error and stays, or is reverted exactly — every
+    // undo step replayed in reverse, ids first seen by the batch forgotten, derived data
+    // re-settled — so no caller ever sees a half-applied batch.
     /// Applies `changes` in order, then checks invariants on the result. On any error the
     /// engine is restored exactly (ids first seen by the batch are forgotten again).
     pub(crate) fn apply_changes(&mut self, changes: &[Change<'_>]) -> Result<()> {

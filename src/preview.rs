@@ -56,7 +56,9 @@ enum Scope {
     Users(Vec<String>),
 }
 
-type Snapshot = BTreeSet<Access>;
+/// The accesses (user, device, action) held within a scope at one moment: taken before and
+/// after a command, their differences are what it gains and loses.
+type AccessSet = BTreeSet<Access>;
 
 impl Engine {
     /// Previews a command: its decision, and who would gain or lose access to what. The engine
@@ -163,8 +165,8 @@ impl Engine {
         }
     }
 
-    fn accesses(&self, scope: &Scope) -> Snapshot {
-        let mut out = Snapshot::new();
+    fn accesses(&self, scope: &Scope) -> AccessSet {
+        let mut out = AccessSet::new();
         let actions = [Action::View, Action::Control];
         match scope {
             Scope::Devices { users, devices } => {

@@ -8,6 +8,7 @@ use serde::Serialize;
 
 use crate::delta::{Delta, Op};
 use crate::engine::Engine;
+use crate::index::{DeviceSlot, OrgSlot, Slot, UserSlot};
 use crate::model::{Action, Permission, Status};
 use crate::snapshot::{DeviceDoc, Id, MembershipDoc, OrgDoc, RoleName, SafeInt, SnapshotDoc, UserDoc, SNAPSHOT_FORMAT};
 
@@ -15,11 +16,11 @@ use crate::snapshot::{DeviceDoc, Id, MembershipDoc, OrgDoc, RoleName, SafeInt, S
 #[derive(Debug, Default)]
 pub(crate) struct Slots {
     in_p: Vec<bool>,
-    pub(crate) orgs: Vec<u32>,
-    pub(crate) users: Vec<u32>,
+    pub(crate) orgs: Vec<OrgSlot>,
+    pub(crate) users: Vec<UserSlot>,
     /// (user, org) pairs.
-    pub(crate) memberships: Vec<(u32, u32)>,
-    pub(crate) devices: Vec<u32>,
+    pub(crate) memberships: Vec<(UserSlot, OrgSlot)>,
+    pub(crate) devices: Vec<DeviceSlot>,
 }
 
 /// A snapshot document serialized straight from the index, to any serde format (JSON text for
@@ -65,7 +66,7 @@ impl Serialize for SnapshotView<'_> {
             doc.skip_field("expiresAt")?;
         }
         let full = self.viewer.is_none();
-        let org = |&o: &u32| if full { e.org_doc(o) } else { e.projected_org(o, &slots.in_p) };
+        let org = |&o: &OrgSlot| if full { e.org_doc(o) } else { e.projected_org(o, &slots.in_p) };
         doc.serialize_field("orgs", &Seq(slots.orgs.iter().filter_map(org)))?;
         doc.serialize_field(
             "users",
@@ -257,12 +258,12 @@ impl Engine {
     /// defaults explicit) as a value that serializes straight from the index.
     pub fn snapshot_view(&self) -> SnapshotView<'_> {
         let ix = &self.ix;
-        let mut orgs: Vec<u32> = (0..ix.orgs.len() as u32).filter(|o| ix.org_present(*o)).collect();
+        let mut orgs: Vec<OrgSlot> = ix.org_slots().filter(|o| ix.org_present(*o)).collect();
         ix.org_ids.sort(&mut orgs);
-        let mut users: Vec<u32> = (0..ix.users.len() as u32).filter(|u| ix.user(*u).is_some()).collect();
+        let mut users: Vec<UserSlot> = ix.user_slots().filter(|u| ix.user(*u).is_some()).collect();
         ix.user_ids.sort(&mut users);
-        let mut memberships: Vec<(u32, u32)> = Vec::with_capacity(ix.membership_count);
-        for u in 0..ix.user_mems.len() as u32 {
+        let mut memberships: Vec<(UserSlot, OrgSlot)> = Vec::with_capacity(ix.membership_count);
+        for u in ix.user_slots() {
             memberships.extend(ix.mems(u).iter().map(|m| (u, m.org)));
         }
         crate::index::sort_pairs(&mut memberships, &|a, b| ix.membership_cmp(a, b));
@@ -288,16 +289,16 @@ impl Engine {
 
         // Orgs: switchable orgs plus the orgs of the viewer's memberships.
         let active = ix.user(v).is_some_and(|r| r.status == Status::Active);
-        let mut orgs: Vec<u32> = Vec::new();
+        let mut orgs: Vec<OrgSlot> = Vec::new();
         for m in ix.mems(v) {
             orgs.push(m.org);
             if active {
-                let reach: &[u32] =
+                let reach: &[OrgSlot] =
                     if m.perms.has(Permission::OrgsSwitch) { ix.subtree(m.org) } else { std::slice::from_ref(&m.org) };
                 orgs.extend(reach.iter().filter(|o| !ix.der(**o).eff_suspended));
             }
         }
-        orgs.retain(|&o| match slots.in_p.get_mut(o as usize) {
+        orgs.retain(|&o| match slots.in_p.get_mut(o.index()) {
             Some(f) if !*f => {
                 *f = true;
                 true
@@ -310,22 +311,23 @@ impl Engine {
         slots.devices = self.visible_slots(viewer, Action::View, None).unwrap_or_default();
         // Each user and membership once (seen-marks), then sorted by id.
         let mut seen_user = vec![false; ix.users.len()];
-        let mut seen_mem: rustc_hash::FxHashSet<(u32, u32)> = rustc_hash::FxHashSet::default();
-        let mut users: Vec<u32> = Vec::new();
-        let mut mems: Vec<(u32, u32)> = Vec::new();
-        let mut add = |u: u32, o: Option<u32>, users: &mut Vec<u32>, mems: &mut Vec<(u32, u32)>| {
-            if let Some(seen) = seen_user.get_mut(u as usize) {
-                if !*seen {
-                    *seen = true;
-                    users.push(u);
+        let mut seen_mem: rustc_hash::FxHashSet<(UserSlot, OrgSlot)> = rustc_hash::FxHashSet::default();
+        let mut users: Vec<UserSlot> = Vec::new();
+        let mut mems: Vec<(UserSlot, OrgSlot)> = Vec::new();
+        let mut add =
+            |u: UserSlot, o: Option<OrgSlot>, users: &mut Vec<UserSlot>, mems: &mut Vec<(UserSlot, OrgSlot)>| {
+                if let Some(seen) = seen_user.get_mut(u.index()) {
+                    if !*seen {
+                        *seen = true;
+                        users.push(u);
+                    }
                 }
-            }
-            if let Some(o) = o {
-                if seen_mem.insert((u, o)) {
-                    mems.push((u, o));
+                if let Some(o) = o {
+                    if seen_mem.insert((u, o)) {
+                        mems.push((u, o));
+                    }
                 }
-            }
-        };
+            };
         add(v, None, &mut users, &mut mems);
         for m in ix.mems(v) {
             add(v, Some(m.org), &mut users, &mut mems);
@@ -352,7 +354,7 @@ impl Engine {
     }
 
     /// The effective role table of `o`: every role it resolves, with its closed permissions.
-    fn effective_roles(&self, o: u32) -> BTreeMap<&str, Vec<&'static str>> {
+    fn effective_roles(&self, o: OrgSlot) -> BTreeMap<&str, Vec<&'static str>> {
         let ix = &self.ix;
         // Inserts rather than `collect`: collecting into a BTreeMap pulls in a stable sort.
         let mut table = BTreeMap::new();
@@ -372,11 +374,11 @@ impl Engine {
     }
 
     /// The projected parent of `o`: its nearest ancestor in the projection.
-    fn projected_parent(&self, o: u32, in_p: &[bool]) -> Option<u32> {
+    fn projected_parent(&self, o: OrgSlot, in_p: &[bool]) -> Option<OrgSlot> {
         let ix = &self.ix;
         let mut parent = ix.org(o)?.parent;
         while let Some(p) = parent {
-            if in_p.get(p as usize).copied().unwrap_or(false) {
+            if in_p.get(p.index()).copied().unwrap_or(false) {
                 return Some(p);
             }
             parent = ix.org(p).and_then(|r| r.parent);
@@ -386,7 +388,7 @@ impl Engine {
 
     /// An org as projected: parent = nearest projected ancestor, the effective role table,
     /// effective suspension and its real root's plan.
-    fn projected_org(&self, o: u32, in_p: &[bool]) -> Option<OrgDoc> {
+    fn projected_org(&self, o: OrgSlot, in_p: &[bool]) -> Option<OrgDoc> {
         let ix = &self.ix;
         let rec = ix.org(o)?;
         let roles = self
@@ -468,12 +470,8 @@ impl Engine {
         let ix = &self.ix;
         let mut part = Part::default();
         let Some(v) = ix.user_ids.get(viewer).filter(|u| ix.user(*u).is_some()) else { return part };
-        let sees = |d: u32| {
-            ix.device(d).is_some_and(|dev| {
-                matches!(self.verdict_slots(v, d, dev.into(), Action::View), crate::decide::Verdict::Allow(..))
-            })
-        };
-        let users_view = |o: u32| self.permissions_in_slots(v, o).has(Permission::UsersView);
+        let sees = |d: DeviceSlot| self.can_slots(v, d, Action::View);
+        let users_view = |o: OrgSlot| self.permissions_in_slots(v, o).has(Permission::UsersView);
         for id in &probe.devices {
             if let Some(d) = ix.dev_ids.get(id).filter(|d| sees(*d)) {
                 part.devices.extend(self.device_doc(d).map(|doc| (id.clone(), doc)));

@@ -1,21 +1,27 @@
 //! The WebAssembly boundary: the only file that knows wasm-bindgen and js-sys. A thin handle
 //! around [`Engine`]; the JS wrapper in `js/` gives it the exact API of SPEC §6.
 //!
-//! Hot paths (checks and lists) take ids through a scratch buffer the JS side writes into
-//! (ids are ASCII by definition), and lists come back as device slot numbers that the JS side
-//! maps to cached strings: no allocation or UTF-8 round trip per call.
+//! Hot paths (checks and lists) take user and device *slots*: the JS wrapper resolves an id to
+//! its slot once (writing the id's bytes into a scratch buffer, ids are ASCII by definition)
+//! and caches it in a `Map`, since slots are stable for an engine's life. Lists come back as
+//! device slots in a buffer the JS side reads in place and maps to cached id strings: no
+//! allocation, hashing or UTF-8 round trip per call.
 
 use std::collections::BTreeMap;
 
 use wasm_bindgen::prelude::*;
 
 use crate::command::Command;
+use crate::index::{DeviceSlot, Slot, UserSlot};
 use crate::model::Action;
 use crate::signed::VerifyOptions;
 use crate::{Engine, Error};
 
 /// Bytes in the scratch buffer: two ids of at most 128 bytes, with room to spare.
 const SCRATCH: usize = 512;
+
+/// "No slot", as the JS side sees it (`u32::MAX`).
+const NO_SLOT: u32 = crate::index::NONE;
 
 /// Converts an engine error into a JS `Error` with a `code` property.
 fn js_error(e: &Error) -> JsValue {
@@ -125,24 +131,23 @@ pub fn wasm_memory() -> JsValue {
 #[wasm_bindgen]
 pub struct EngineCore {
     engine: Engine,
+    /// Where the JS side writes an id's bytes to resolve it (`SCRATCH` bytes; ids are ≤ 128).
     scratch: Vec<u8>,
+    /// Where the JS side writes a list of device slots for `filterSlots` (grown on request).
+    slots: Vec<u32>,
+    /// The last list of device slots, read in place by the JS side (as `u32`s: the slot
+    /// types are `repr(transparent)`).
+    out: Vec<DeviceSlot>,
 }
 
 impl EngineCore {
     fn new(engine: Engine) -> Self {
-        Self { engine, scratch: vec![0; SCRATCH] }
+        Self { engine, scratch: vec![0; SCRATCH], slots: Vec::new(), out: Vec::new() }
     }
 
-    /// The two ids the JS side wrote into the scratch buffer.
-    fn ids(&self, a: u32, b: u32) -> (&str, &str) {
-        let (a, b) = (a as usize, b as usize);
-        let first = self.scratch.get(..a).and_then(|s| std::str::from_utf8(s).ok()).unwrap_or("");
-        let second = a
-            .checked_add(b)
-            .and_then(|end| self.scratch.get(a..end))
-            .and_then(|s| std::str::from_utf8(s).ok())
-            .unwrap_or("");
-        (first, second)
+    /// The id the JS side wrote into the scratch buffer (`len` bytes).
+    fn scratch_id(&self, len: u32) -> &[u8] {
+        self.scratch.get(..len as usize).unwrap_or(&[])
     }
 }
 
@@ -217,11 +222,25 @@ impl EngineCore {
         self.engine.apply_signed_delta(&text, &keys, seconds(now)?).map_err(|e| js_error(&e))
     }
 
-    /// Check on the ids in scratch (`user` of `ulen` bytes, then `device` of `dlen`); action 0 view, 1 control.
-    #[wasm_bindgen(js_name = canScratch)]
-    pub fn can_scratch(&self, ulen: u32, dlen: u32, action: u32) -> bool {
-        let (u, d) = self.ids(ulen, dlen);
-        self.engine.can(u, d, action_of(action))
+    /// The slot of the user id (kind 0) or device id (kind 1) written into scratch (`len`
+    /// bytes), or `u32::MAX` when the id was never seen. A slot names the same id for the
+    /// engine's life (it may be vacant: the entity was removed, and checks then deny).
+    pub fn lookup(&self, kind: u32, len: u32) -> u32 {
+        let id = self.scratch_id(len);
+        let ix = &self.engine.ix;
+        if id.is_empty() {
+            return NO_SLOT;
+        }
+        let slot =
+            if kind == 0 { ix.user_ids.get_bytes(id).map(Slot::raw) } else { ix.dev_ids.get_bytes(id).map(Slot::raw) };
+        slot.unwrap_or(NO_SLOT)
+    }
+
+    /// Whether user slot `user` may do `action` (0 view, 1 control) on device slot `device`.
+    /// Any numbers are safe: an unknown or vacant slot denies.
+    #[wasm_bindgen(js_name = canSlots)]
+    pub fn can_slots(&self, user: u32, device: u32, action: u32) -> bool {
+        self.engine.can_slots(UserSlot::from_raw(user), DeviceSlot::from_raw(device), action_of(action))
     }
 
     /// Explains a decision.
@@ -229,10 +248,45 @@ impl EngineCore {
         to_js(&self.engine.explain(user, device, action_of(action)))
     }
 
-    /// Visible device slots, ascending by id; `active_org` empty for none.
-    #[wasm_bindgen(js_name = visibleSlots)]
-    pub fn visible_slots(&self, user: &str, action: u32, active_org: Option<String>) -> Result<Vec<u32>, JsValue> {
-        self.engine.visible_slots(user, action_of(action), active_org.as_deref()).map_err(|e| js_error(&e))
+    /// The device slots user slot `user` may view (or control), ascending by id, into the out
+    /// buffer (`outPtr`); returns how many. When that is every device, returns `deviceCount`
+    /// and leaves the buffer empty: the JS side keeps that list (`deviceSlotsInOrder`).
+    #[wasm_bindgen(js_name = visibleOfSlot)]
+    pub fn visible_of_slot(&mut self, user: u32, action: u32) -> u32 {
+        let Self { engine, out, .. } = self;
+        if engine.visible_of_slot(UserSlot::from_raw(user), action_of(action), None, false, out) {
+            return engine.ix.device_count as u32;
+        }
+        out.len() as u32
+    }
+
+    /// Every device slot in id order into the out buffer; returns how many.
+    #[wasm_bindgen(js_name = deviceSlotsInOrder)]
+    pub fn device_slots_in_order(&mut self) -> u32 {
+        self.out.clear();
+        self.out.extend_from_slice(&self.engine.ix.by_id);
+        self.out.len() as u32
+    }
+
+    /// [`EngineCore::visible_of_slot`] by user id within the subtree of `active_org`, which
+    /// must be switchable for the user (`NOT_SWITCHABLE` otherwise).
+    #[wasm_bindgen(js_name = visibleInOrg)]
+    pub fn visible_in_org(&mut self, user: &str, action: u32, active_org: &str) -> Result<u32, JsValue> {
+        let Self { engine, out, .. } = self;
+        engine.visible_slots_into(user, action_of(action), Some(active_org), out).map_err(|e| js_error(&e))?;
+        Ok(out.len() as u32)
+    }
+
+    /// How many devices there are: a list this long is every device, in id order.
+    #[wasm_bindgen(getter, js_name = deviceCount)]
+    pub fn device_count(&self) -> u32 {
+        self.engine.ix.device_count as u32
+    }
+
+    /// Where the last list of device slots is (valid until the next call into the engine).
+    #[wasm_bindgen(js_name = outPtr)]
+    pub fn out_ptr(&self) -> u32 {
+        self.out.as_ptr() as usize as u32
     }
 
     /// The ids of device slots `start..`, joined by newlines (ids never contain one). Slot
@@ -245,43 +299,35 @@ impl EngineCore {
             if d > start {
                 out.push('\n');
             }
-            out.push_str(ids.name(d));
+            out.push_str(ids.name(DeviceSlot::from_raw(d)));
         }
         out
     }
 
-    /// Grows the scratch buffer to at least `bytes` and returns its address. Growing may grow
-    /// the wasm memory, so the JS side re-reads the memory buffer afterwards.
-    #[wasm_bindgen(js_name = scratchReserve)]
-    pub fn scratch_reserve(&mut self, bytes: u32) -> u32 {
-        let bytes = bytes as usize;
-        if self.scratch.len() < bytes {
-            self.scratch.resize(bytes, 0);
+    /// Makes room for `count` device slots in the slot buffer and returns its address. Growing
+    /// may grow the wasm memory, so the JS side re-reads the memory buffer afterwards.
+    #[wasm_bindgen(js_name = slotsReserve)]
+    pub fn slots_reserve(&mut self, count: u32) -> u32 {
+        let count = count as usize;
+        if self.slots.len() < count {
+            self.slots.resize(count, NO_SLOT);
         }
-        self.scratch_ptr()
+        self.slots.as_ptr() as usize as u32
     }
 
-    /// `filterDevices` on the scratch buffer: the user (`ulen` bytes), then `count` ids, each a
-    /// length byte and that many bytes (length 0: not an id; bytes past the buffer: unknown).
-    /// Overwrites the start of the buffer with one byte per id, 1 when the user may do the
-    /// action, and returns how many are 1. (Id `i` starts at or after byte `i`, so each mask
-    /// byte lands on bytes already read.)
-    #[wasm_bindgen(js_name = filterScratch)]
-    pub fn filter_scratch(&mut self, ulen: u32, count: u32, action: u32) -> u32 {
-        let Self { engine, scratch } = self;
-        let user = scratch.get(..ulen as usize).and_then(|s| std::str::from_utf8(s).ok()).unwrap_or("");
-        let allowed = engine.device_check(user, action_of(action));
-        let mut pos = ulen as usize;
+    /// `filterDevices` on the slot buffer: the first `count` device slots (`u32::MAX` for an
+    /// unknown id) are overwritten with 1 where user slot `user` may do `action`, else 0;
+    /// returns how many are 1.
+    #[wasm_bindgen(js_name = filterSlots)]
+    pub fn filter_slots(&mut self, user: u32, count: u32, action: u32) -> u32 {
+        let Self { engine, slots, .. } = self;
+        let action = action_of(action);
+        let user = UserSlot::from_raw(user);
+        let active = engine.ix.user(user).is_some_and(|r| r.status == crate::Status::Active);
         let mut yes = 0;
-        for i in 0..count as usize {
-            let len = scratch.get(pos).map_or(0, |l| usize::from(*l));
-            let start = pos.saturating_add(1);
-            let id = scratch.get(start..start.saturating_add(len)).unwrap_or(&[]);
-            let ok = !id.is_empty() && allowed(id);
-            pos = start.saturating_add(len);
-            if let Some(m) = scratch.get_mut(i) {
-                *m = u8::from(ok);
-            }
+        for d in slots.iter_mut().take(count as usize) {
+            let ok = active && engine.can_slots(user, DeviceSlot::from_raw(*d), action);
+            *d = u32::from(ok);
             yes += u32::from(ok);
         }
         yes

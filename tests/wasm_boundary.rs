@@ -24,24 +24,40 @@ fn memory() -> js_sys::Uint8Array {
     js_sys::Uint8Array::new(&memory.buffer())
 }
 
-fn read(ptr: u32, len: u32) -> Vec<u8> {
+fn words(ptr: u32, len: u32) -> Vec<u32> {
+    let memory: js_sys::WebAssembly::Memory = wasm_bindgen::memory().dyn_into().unwrap();
     // A copy on the JS side first: allocating the Vec may grow (and detach) the wasm memory.
-    memory().slice(ptr, ptr + len).to_vec()
+    js_sys::Uint32Array::new_with_byte_offset_and_length(&memory.buffer(), ptr, len).slice(0, len).to_vec()
 }
 
-/// What the JS wrapper does for `filterDevices`: the user, then each id behind its length byte.
-fn filter(e: &mut EngineCore, user: &str, ids: &[&str], action: u32) -> Vec<u8> {
-    let mut bytes = user.as_bytes().to_vec();
-    for id in ids {
-        bytes.push(id.len() as u8);
-        bytes.extend_from_slice(id.as_bytes());
-    }
-    let ptr = e.scratch_reserve(bytes.len() as u32);
-    memory().subarray(ptr, ptr + bytes.len() as u32).copy_from(&bytes);
-    let allowed = e.filter_scratch(user.len() as u32, ids.len() as u32, action);
-    let mask = read(e.scratch_ptr(), ids.len() as u32);
+/// What the JS wrapper does to resolve an id: its bytes into scratch, then `lookup`.
+fn slot(e: &EngineCore, kind: u32, id: &str) -> u32 {
+    let ptr = e.scratch_ptr();
+    memory().subarray(ptr, ptr + id.len() as u32).copy_from(id.as_bytes());
+    e.lookup(kind, id.len() as u32)
+}
+
+/// What the JS wrapper does for `filterDevices`: the device slots into the slot buffer, then
+/// `filterSlots` overwrites them with the mask.
+fn filter(e: &mut EngineCore, user: &str, ids: &[&str], action: u32) -> Vec<u32> {
+    let u = slot(e, 0, user);
+    let slots: Vec<u32> = ids.iter().map(|id| slot(e, 1, id)).collect();
+    let ptr = e.slots_reserve(slots.len() as u32);
+    let memory: js_sys::WebAssembly::Memory = wasm_bindgen::memory().dyn_into().unwrap();
+    js_sys::Uint32Array::new_with_byte_offset_and_length(&memory.buffer(), ptr, slots.len() as u32).copy_from(&slots);
+    let allowed = e.filter_slots(u, slots.len() as u32, action);
+    let mask = words(ptr, slots.len() as u32);
     assert_eq!(allowed as usize, mask.iter().filter(|b| **b == 1).count(), "the count matches the mask");
     mask
+}
+
+/// The ids of the last list, through `deviceNamesFrom` as the JS wrapper maps them (a list of
+/// every device comes from `deviceSlotsInOrder`, as the wrapper does).
+fn listed(e: &mut EngineCore, n: u32) -> Vec<String> {
+    let n = if n == e.device_count() { e.device_slots_in_order() } else { n };
+    let names = e.device_names_from(0);
+    let names: Vec<&str> = names.split('\n').collect();
+    words(e.out_ptr(), n).iter().map(|s| names[*s as usize].to_owned()).collect()
 }
 
 fn engine() -> EngineCore {
@@ -63,8 +79,9 @@ fn errors_carry_codes() {
     assert_eq!(code_of(EngineCore::from_json(&JsValue::from_f64(1.0)).err().unwrap()), "INVALID_SNAPSHOT");
     let bad_owner = WORLD.replace(r#""owner":"bob""#, r#""owner":"alice""#);
     assert_eq!(code_of(EngineCore::from_json(&JsValue::from_str(&bad_owner)).err().unwrap()), "OWNER_NOT_MEMBER");
-    let e = engine();
-    assert_eq!(code_of(e.visible_slots("alice", 0, Some("nowhere".into())).err().unwrap()), "NOT_SWITCHABLE");
+    let mut e = engine();
+    assert_eq!(code_of(e.visible_in_org("alice", 0, "nowhere").err().unwrap()), "NOT_SWITCHABLE");
+    assert_eq!(code_of(e.visible_in_org("nobody", 0, "acme").err().unwrap()), "NOT_SWITCHABLE");
     assert_eq!(code_of(e.decide("alice", &JsValue::from_str("{\"op\":\"fly\"}")).err().unwrap()), "INVALID_COMMAND");
 }
 
@@ -117,11 +134,12 @@ fn values_cross_as_plain_json_shaped_objects() {
 #[wasm_bindgen_test]
 fn lists_and_masks() {
     let mut e = engine();
-    let slots = e.visible_slots("alice", 0, None).unwrap();
-    let names = e.device_names_from(0);
-    let names: Vec<&str> = names.split('\n').collect();
-    let ids: Vec<&str> = slots.iter().map(|s| names[*s as usize]).collect();
-    assert_eq!(ids, ["t1", "t2"]);
+    let alice = slot(&e, 0, "alice");
+    let n = e.visible_of_slot(alice, 0);
+    assert_eq!(listed(&mut e, n), ["t1", "t2"]);
+    let n = e.visible_in_org("alice", 0, "east").unwrap();
+    assert_eq!(listed(&mut e, n), ["t1"]);
+    assert_eq!(e.visible_of_slot(u32::MAX, 0), 0, "an unknown user slot lists nothing");
     assert_eq!(
         filter(&mut e, "bob", &["t2", "t1", "ghost", ""], 0),
         [0, 0, 0, 0],
@@ -129,19 +147,39 @@ fn lists_and_masks() {
     );
     assert_eq!(filter(&mut e, "alice", &["t2", "t1", "ghost"], 1), [1, 1, 0]);
     assert_eq!(filter(&mut e, "nobody", &["t2", "t1"], 0), [0, 0]);
-    // A count past what was written (here: zeros, then the end of the buffer) reads as unknown
-    // ids, not a trap; so do lengths past the buffer.
-    let ptr = e.scratch_reserve(4096);
-    memory().subarray(ptr, ptr + 4096).fill(0, 0, 4096);
-    memory().subarray(ptr, ptr + 8).copy_from(b"alice\x02t2");
-    assert_eq!(e.filter_scratch(5, 100_000, 1), 1);
-    assert_eq!(read(ptr, 3), [1, 0, 0]);
-    memory().subarray(ptr, ptr + 7).copy_from(b"alice\xfft");
-    assert_eq!(e.filter_scratch(5, 3, 0), 0);
-    assert_eq!(e.filter_scratch(u32::MAX, 3, 0), 0);
-    assert!(!e.can_scratch(0, 0, 0), "empty scratch ids are unknown");
-    assert!(!e.can_scratch(400, 400, 0), "lengths past the scratch buffer are unknown, not a trap");
-    assert!(!e.can_scratch(u32::MAX, u32::MAX, 7), "huge lengths neither overflow nor trap");
+    // A count past the slot buffer stops at its end, not a trap; unknown slots deny.
+    let ptr = e.slots_reserve(4);
+    assert!(ptr != 0);
+    assert!(e.filter_slots(alice, 100_000, 1) <= 4);
+    assert_eq!(slot(&e, 0, "nobody"), u32::MAX);
+    assert_eq!(e.lookup(1, 0), u32::MAX, "an empty id is unknown");
+    assert_eq!(e.lookup(1, 400), u32::MAX, "lengths past the scratch buffer are unknown, not a trap");
+    assert_eq!(e.lookup(7, u32::MAX), u32::MAX, "huge lengths and odd kinds neither overflow nor trap");
+    let t1 = slot(&e, 1, "t1");
+    assert!(e.can_slots(alice, t1, 1));
+    assert!(!e.can_slots(alice, u32::MAX, 0), "unknown slots deny");
+    assert!(!e.can_slots(u32::MAX, t1, 0));
+    assert!(!e.can_slots(alice, t1 + 1000, 7));
+}
+
+#[wasm_bindgen_test]
+fn slots_stay_right_across_deltas() {
+    let mut e = engine();
+    let (alice, t1) = (slot(&e, 0, "alice"), slot(&e, 1, "t1"));
+    let remove = r#"{"format":"fleetgate/delta@1","from":3,"to":4,"ops":[{"op":"removeDevice","id":"t1"}]}"#;
+    e.apply_delta(&JsValue::from_str(remove)).unwrap();
+    assert!(!e.can_slots(alice, t1, 0), "a removed device's slot denies");
+    assert_eq!(filter(&mut e, "alice", &["t1", "t2"], 0), [0, 1]);
+    // A failed delta that names new ids forgets them again; a later one gets fresh slots.
+    let bad = r#"{"format":"fleetgate/delta@1","from":4,"to":5,"ops":[{"op":"putDevice","device":{"id":"t9","name":"T9","org":"nowhere"}}]}"#;
+    assert_eq!(code_of(e.apply_delta(&JsValue::from_str(bad)).err().unwrap()), "UNKNOWN_REFERENCE");
+    assert_eq!(slot(&e, 1, "t9"), u32::MAX);
+    let add = r#"{"format":"fleetgate/delta@1","from":4,"to":5,"ops":[{"op":"putDevice","device":{"id":"t0","name":"T0","org":"acme"}},{"op":"putDevice","device":{"id":"t1","name":"T1","org":"acme"}}]}"#;
+    e.apply_delta(&JsValue::from_str(add)).unwrap();
+    assert_eq!(slot(&e, 1, "t1"), t1, "a slot names the same id for the engine's life");
+    assert!(e.can_slots(alice, t1, 0));
+    let n = e.visible_of_slot(alice, 0);
+    assert_eq!(listed(&mut e, n), ["t0", "t1", "t2"], "ascending id order after devices come and go");
 }
 
 #[wasm_bindgen_test]

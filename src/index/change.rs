@@ -1,0 +1,315 @@
+//! The primitive changes to the index: each is infallible, keeps the index's lists and caches
+//! in step, and returns what it replaced, so that a batch can be undone exactly. Validation is
+//! `validate`'s job, run once per batch by `settle`.
+
+use super::{
+    sort_slots, vec_at, DevRec, DeviceData, DeviceSlot, Index, Mem, OrgDerived, OrgRec, OrgSlot, Place, Slot, UserRec,
+    UserSlot, NONE,
+};
+use crate::model::Perms;
+use crate::snapshot::RoleName;
+
+/// One step to undo, recorded by each primitive change.
+#[derive(Debug, Clone)]
+pub(crate) enum Undo {
+    Org(OrgSlot, Option<OrgRec>),
+    User(UserSlot, Option<UserRec>),
+    Membership(UserSlot, OrgSlot, Option<RoleName>),
+    Device(DeviceSlot, Option<DeviceData>),
+}
+
+/// Interner lengths, to forget ids first seen by a failed batch.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Marks {
+    orgs: usize,
+    users: usize,
+    devices: usize,
+}
+
+/// Removes `pos` from `list` by swapping in the last element; returns the element moved into `pos`.
+fn swap_out<S: Slot>(list: &mut Vec<S>, pos: u32) -> Option<S> {
+    let pos = pos as usize;
+    if pos >= list.len() {
+        return None;
+    }
+    list.swap_remove(pos);
+    list.get(pos).copied()
+}
+
+impl Index {
+    fn ensure_org_slot(&mut self, o: OrgSlot) {
+        let n = o.index() + 1;
+        if self.orgs.len() < n {
+            self.orgs.resize(n, None);
+            self.derived.resize(n, OrgDerived::default());
+            self.children.resize(n, Vec::new());
+            self.org_devices.resize(n, Vec::new());
+            self.org_members.resize(n, Vec::new());
+        }
+    }
+
+    fn ensure_user_slot(&mut self, u: UserSlot) {
+        let n = u.index() + 1;
+        if self.users.len() < n {
+            self.users.resize(n, None);
+            self.user_mems.resize(n, Vec::new());
+            self.owned.resize(n, Vec::new());
+        }
+    }
+
+    fn ensure_device_slot(&mut self, d: DeviceSlot) {
+        let n = d.index() + 1;
+        if self.devices.len() < n {
+            self.devices.resize(n, None);
+            self.places.resize(n, Place::VACANT);
+            self.rank.resize(n, NONE);
+        }
+    }
+
+    pub(crate) fn intern_org(&mut self, id: &str) -> OrgSlot {
+        let o = self.org_ids.intern(id);
+        self.ensure_org_slot(o);
+        o
+    }
+
+    pub(crate) fn intern_user(&mut self, id: &str) -> UserSlot {
+        let u = self.user_ids.intern(id);
+        self.ensure_user_slot(u);
+        u
+    }
+
+    pub(crate) fn intern_device(&mut self, id: &str) -> DeviceSlot {
+        let d = self.dev_ids.intern(id);
+        self.ensure_device_slot(d);
+        d
+    }
+
+    pub(crate) fn set_org(&mut self, o: OrgSlot, rec: Option<OrgRec>) -> Option<OrgRec> {
+        self.ensure_org_slot(o);
+        let slot = vec_at(&mut self.orgs, o)?;
+        let old = std::mem::replace(slot, rec);
+        match (&old, slot.is_some()) {
+            (None, true) => self.org_count += 1,
+            (Some(_), false) => self.org_count -= 1,
+            _ => {}
+        }
+        old
+    }
+
+    pub(crate) fn set_user(&mut self, u: UserSlot, rec: Option<UserRec>) -> Option<UserRec> {
+        self.ensure_user_slot(u);
+        let slot = vec_at(&mut self.users, u)?;
+        let old = std::mem::replace(slot, rec);
+        match (&old, slot.is_some()) {
+            (None, true) => self.user_count += 1,
+            (Some(_), false) => self.user_count -= 1,
+            _ => {}
+        }
+        old
+    }
+
+    /// Sets or removes the membership of `u` in `o`; returns the previous role.
+    pub(crate) fn set_membership(&mut self, u: UserSlot, o: OrgSlot, role: Option<RoleName>) -> Option<RoleName> {
+        self.ensure_user_slot(u);
+        self.ensure_org_slot(o);
+        let mems = vec_at(&mut self.user_mems, u)?;
+        let pos = mems.iter().position(|m| m.org == o);
+        let old = match (pos, role) {
+            (Some(i), Some(role)) => mems.get_mut(i).map(|m| std::mem::replace(&mut m.role, role)),
+            (Some(i), None) => {
+                let old = mems.remove(i).role;
+                self.membership_count -= 1;
+                if let Some(members) = vec_at(&mut self.org_members, o) {
+                    if let Some(j) = members.iter().position(|x| *x == u) {
+                        members.swap_remove(j);
+                    }
+                }
+                Some(old)
+            }
+            (None, Some(role)) => {
+                mems.push(Mem { org: o, role, perms: Perms::NONE });
+                self.membership_count += 1;
+                if let Some(members) = vec_at(&mut self.org_members, o) {
+                    members.push(u);
+                }
+                None
+            }
+            (None, None) => None,
+        };
+        old
+    }
+
+    /// Sets or removes device `d`; returns its previous facts.
+    pub(crate) fn set_device(&mut self, d: DeviceSlot, data: Option<DeviceData>) -> Option<DeviceData> {
+        self.ensure_device_slot(d);
+        let old = self.devices.get_mut(d.index()).and_then(Option::take);
+        if let Some(old) = &old {
+            self.unlink_device(old);
+            if !self.bulk {
+                self.unsorted_orgs.push(old.data.org);
+            }
+        }
+        let present_now = data.is_some();
+        if let Some(data) = data {
+            self.ensure_org_slot(data.org);
+            if !self.bulk {
+                self.unsorted_orgs.push(data.org);
+            }
+            let pos_org = self.org_devices.get(data.org.index()).map_or(0, Vec::len) as u32;
+            if let Some(list) = vec_at(&mut self.org_devices, data.org) {
+                list.push(d);
+            }
+            let mut pos_owner = NONE;
+            if let Some(owner) = data.owner {
+                self.ensure_user_slot(owner);
+                if let Some(list) = vec_at(&mut self.owned, owner) {
+                    pos_owner = list.len() as u32;
+                    list.push(d);
+                }
+            }
+            if let Some(slot) = vec_at(&mut self.devices, d) {
+                *slot = Some(DevRec { data, pos_org, pos_owner });
+            }
+        }
+        let place = Place::of(self.device(d));
+        if let Some(slot) = vec_at(&mut self.places, d) {
+            *slot = place;
+        }
+
+        match (old.is_some(), present_now) {
+            (false, true) => {
+                self.device_count += 1;
+                if !self.bulk {
+                    let at = self.by_id_position(self.dev_ids.name(d));
+                    self.by_id.insert(at, d);
+                    self.stale_ranks_from(at);
+                }
+            }
+            (true, false) => {
+                self.device_count -= 1;
+                let at = self.by_id_position(self.dev_ids.name(d));
+                if self.by_id.get(at) == Some(&d) {
+                    self.by_id.remove(at);
+                    self.stale_ranks_from(at);
+                }
+                if let Some(r) = vec_at(&mut self.rank, d) {
+                    *r = NONE;
+                }
+            }
+            _ => {}
+        }
+        old.map(|r| r.data)
+    }
+
+    fn by_id_position(&self, id: &str) -> usize {
+        self.by_id.partition_point(|x| self.dev_ids.name(*x) < id)
+    }
+
+    /// Takes `old`'s device out of its org and owner lists, fixing the positions of the device moved.
+    fn unlink_device(&mut self, old: &DevRec) {
+        if let Some(list) = vec_at(&mut self.org_devices, old.data.org) {
+            if let Some(moved) = swap_out(list, old.pos_org) {
+                if let Some(Some(rec)) = self.devices.get_mut(moved.index()) {
+                    rec.pos_org = old.pos_org;
+                }
+            }
+        }
+        if let Some(owner) = old.data.owner {
+            if let Some(list) = vec_at(&mut self.owned, owner) {
+                if let Some(moved) = swap_out(list, old.pos_owner) {
+                    if let Some(Some(rec)) = self.devices.get_mut(moved.index()) {
+                        rec.pos_owner = old.pos_owner;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Ends bulk loading: sorts the id-ordered device list once.
+    pub(crate) fn finish_bulk(&mut self) {
+        if self.bulk {
+            self.bulk = false;
+            let mut by_id: Vec<DeviceSlot> = self.device_slots().filter(|d| self.device(*d).is_some()).collect();
+            self.dev_ids.sort(&mut by_id);
+            self.by_id = by_id;
+            self.rerank();
+            for o in self.org_slots() {
+                self.sort_org_devices(o);
+            }
+        }
+    }
+
+    /// Puts the device list of org `o` back in id order (by rank: ranks must be current) and
+    /// fixes the devices' positions in it.
+    pub(super) fn sort_org_devices(&mut self, o: OrgSlot) {
+        let Some(list) = self.org_devices.get_mut(o.index()) else { return };
+        let rank = &self.rank;
+        let rank_of = |d: DeviceSlot| rank.get(d.index()).copied().unwrap_or(NONE);
+        if list.windows(2).all(|w| matches!(w, [a, b] if rank_of(*a) < rank_of(*b))) {
+            return;
+        }
+        sort_slots(list, &|a, b| rank_of(a).cmp(&rank_of(b)));
+        for (i, &d) in list.iter().enumerate() {
+            if let Some(Some(rec)) = self.devices.get_mut(d.index()) {
+                rec.pos_org = i as u32;
+            }
+        }
+    }
+
+    /// Notes that the ranks of `by_id[at..]` changed (a device came or went at `at`).
+    fn stale_ranks_from(&mut self, at: usize) {
+        self.ranks_stale_from = Some(self.ranks_stale_from.map_or(at, |f| f.min(at)));
+    }
+
+    /// Recomputes `rank` from `by_id` where it changed (from the first position a device came
+    /// or went at: a device added at the end of the id order costs nothing more).
+    pub(super) fn rerank(&mut self) {
+        let from = self.ranks_stale_from.take().unwrap_or(0);
+        self.rank.resize(self.devices.len(), NONE);
+        for (r, &d) in self.by_id.iter().enumerate().skip(from) {
+            if let Some(slot) = self.rank.get_mut(d.index()) {
+                *slot = r as u32;
+            }
+        }
+    }
+
+    /// Reverts one recorded change.
+    pub(crate) fn undo(&mut self, step: Undo) {
+        match step {
+            Undo::Org(o, rec) => {
+                self.set_org(o, rec);
+            }
+            Undo::User(u, rec) => {
+                self.set_user(u, rec);
+            }
+            Undo::Membership(u, o, role) => {
+                self.set_membership(u, o, role);
+            }
+            Undo::Device(d, data) => {
+                self.set_device(d, data);
+            }
+        }
+    }
+
+    pub(crate) fn marks(&self) -> Marks {
+        Marks { orgs: self.org_ids.len(), users: self.user_ids.len(), devices: self.dev_ids.len() }
+    }
+
+    /// Forgets ids first seen after `m` (their slots are vacant again after an undo).
+    pub(crate) fn truncate_to(&mut self, m: Marks) {
+        self.org_ids.truncate(m.orgs);
+        self.orgs.truncate(m.orgs);
+        self.derived.truncate(m.orgs);
+        self.children.truncate(m.orgs);
+        self.org_devices.truncate(m.orgs);
+        self.org_members.truncate(m.orgs);
+        self.user_ids.truncate(m.users);
+        self.users.truncate(m.users);
+        self.user_mems.truncate(m.users);
+        self.owned.truncate(m.users);
+        self.dev_ids.truncate(m.devices);
+        self.devices.truncate(m.devices);
+        self.places.truncate(m.devices);
+        self.rank.truncate(m.devices);
+    }
+}
