@@ -325,14 +325,8 @@ impl App {
         let mut w = self.writer()?;
         if self.db.shared() {
             // Most of what other replicas committed is applied before the cluster-wide lock is
-            // taken; inside it only what landed in between.
-            let head = self.db.revision()?.unwrap_or(0);
-            let rev = self.engine().revision();
-            if head > rev {
-                if let Some(missed) = self.db.deltas_between(rev, head)? {
-                    self.advance(&mut w, missed)?;
-                }
-            }
+            // taken (as the listener applies it); inside it only what landed in between.
+            self.catch_up_with(&mut w)?;
         }
         let (out, done) = self.db.write(|tx| {
             // Other replicas' changes first: the decision is made on the head it commits onto.
@@ -444,6 +438,11 @@ impl App {
     /// (clients reconnect and catch up). Blocking.
     pub fn catch_up(&self) -> ApiResult<u64> {
         let mut w = self.writer()?;
+        self.catch_up_with(&mut w)
+    }
+
+    /// [`App::catch_up`] under the writer lock already held.
+    fn catch_up_with(&self, w: &mut Writer) -> ApiResult<u64> {
         let head = self.db.revision()?.unwrap_or(0);
         let rev = self.engine().revision();
         if head == rev {
@@ -453,12 +452,12 @@ impl App {
         let missed = if head > rev { self.db.deltas_between(rev, head)? } else { None };
         match missed {
             Some(missed) => {
-                if let Err(e) = self.advance(&mut w, missed) {
+                if let Err(e) = self.advance(w, missed) {
                     tracing::warn!("catch-up: {e:?}; reloading the world");
-                    self.reload(&mut w)?;
+                    self.reload(w)?;
                 }
             }
-            None => self.reload(&mut w)?,
+            None => self.reload(w)?,
         }
         self.mark_current();
         Ok(self.engine().revision())

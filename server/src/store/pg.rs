@@ -703,16 +703,7 @@ impl PgTx {
                 "INSERT INTO passwords (user_id, hash) VALUES ($1, $2) ON CONFLICT (user_id) DO UPDATE SET hash = EXCLUDED.hash",
                 vec![Box::new(acc.user.clone()), Box::new(acc.password_hash.clone())],
             );
-            p.add(
-                "INSERT INTO sessions (id, token_hash, user_id, created_at, expires_at) VALUES ($1, $2, $3, $4, $5)",
-                vec![
-                    Box::new(acc.session.id.clone()),
-                    Box::new(acc.session.token_hash.clone()),
-                    Box::new(acc.session.user.clone()),
-                    Box::new(t),
-                    Box::new(acc.session.expires_at),
-                ],
-            );
+            session_statement(&mut p, &acc.session);
         }
         for device in &fx.void_claims {
             p.add("DELETE FROM claim_codes WHERE device = $1", vec![Box::new(device.clone())]);
@@ -921,13 +912,22 @@ async fn deltas_between(c: &Object, since: u64, upto: u64) -> StoreResult<Option
 }
 
 async fn insert_session(c: &Object, s: &SessionRow) -> StoreResult<()> {
-    exec(
-        c,
+    let mut p = Pipeline::default();
+    session_statement(&mut p, s);
+    p.run(c).await.map(|_| ())
+}
+
+fn session_statement(p: &mut Pipeline, s: &SessionRow) {
+    p.add(
         "INSERT INTO sessions (id, token_hash, user_id, created_at, expires_at) VALUES ($1, $2, $3, $4, $5)",
-        &[&s.id, &s.token_hash, &s.user, &now(), &s.expires_at],
-    )
-    .await
-    .map(|_| ())
+        vec![
+            Box::new(s.id.clone()),
+            Box::new(s.token_hash.clone()),
+            Box::new(s.user.clone()),
+            Box::new(now()),
+            Box::new(s.expires_at),
+        ],
+    );
 }
 
 /// Ends the live sessions matching `cond` (`$1` bound to `arg`), telling every replica.
@@ -946,14 +946,9 @@ fn end_sessions_sql(cond: &str) -> String {
 }
 
 async fn insert_audit(c: &Object, e: &AuditRow) -> StoreResult<()> {
-    exec(
-        c,
-        "INSERT INTO audit (at, actor, action, org_uid, target, outcome, detail)
-         VALUES ($1, $2, $3, (SELECT uid FROM org_uids WHERE org = $4 AND live), $5, $6, $7)",
-        &[&now(), &e.actor, &e.action, &e.org, &e.target, &e.outcome, &e.detail.to_string()],
-    )
-    .await
-    .map(|_| ())
+    let mut p = Pipeline::default();
+    audit_statement(&mut p, e);
+    p.run(c).await.map(|_| ())
 }
 
 /// Writes a seed's entities with one statement per table (arrays unnested server-side).
