@@ -34,6 +34,16 @@ const sleep = (ms, signal) =>
     signal.addEventListener("abort", done, { once: true });
   });
 
+/** A response's body as text; a connection lost while reading it is a NETWORK `SyncError`. */
+async function bodyText(res, path, signal) {
+  try {
+    return await res.text();
+  } catch (e) {
+    if (signal.aborted) throw e;
+    throw new SyncError("NETWORK", `${path}: ${e?.message ?? e}`, 0);
+  }
+}
+
 /** Reads server-sent events from a fetch body: yields `{event, data, id}`. */
 async function* sseEvents(body, signal) {
   const reader = body.getReader();
@@ -46,7 +56,16 @@ async function* sseEvents(body, signal) {
   signal.addEventListener("abort", onAbort, { once: true });
   try {
     for (;;) {
-      const { value, done } = await reader.read();
+      let chunk;
+      try {
+        chunk = await reader.read();
+      } catch (e) {
+        // A reset connection (the server killed, the network gone) fails the read: the same
+        // NETWORK error a failed fetch gives, so `onError` sees one kind of connection loss.
+        if (signal.aborted) return;
+        throw new SyncError("NETWORK", `/api/events: ${e?.message ?? e}`, 0);
+      }
+      const { value, done } = chunk;
       if (done) return;
       buf += decoder.decode(value, { stream: true });
       let nl;
@@ -264,7 +283,7 @@ class Sync {
     const res = await this.#request("/api/snapshot", signal, this.#etag && this.#head ? { "if-none-match": this.#etag } : {});
     if (res.status === 304) return;
     if (!res.ok) throw await this.#failure(res, "/api/snapshot");
-    const text = await res.text();
+    const text = await bodyText(res, "/api/snapshot", signal);
     if (signal.aborted) return;
     const engine = this.#Engine.fromJson(text); // throws before anything changes
     this.#etag = res.headers.get("etag");
@@ -280,7 +299,7 @@ class Sync {
       return this.#loadSnapshot(signal);
     }
     if (!res.ok) throw await this.#failure(res, "/api/deltas");
-    const list = JSON.parse(await res.text());
+    const list = JSON.parse(await bodyText(res, "/api/deltas", signal));
     if (signal.aborted) return;
     for (const delta of Array.isArray(list) ? list : [list]) {
       if (delta.to <= this.#head.revision) continue;
