@@ -4,7 +4,7 @@ use serde::Serialize;
 
 use crate::engine::Engine;
 use crate::error::{Error, ErrorCode, Result};
-use crate::index::{sort_slots, DeviceSlot, Index, Mem, OrgSlot, Place, UserSlot};
+use crate::index::{sort_slots, DeviceSlot, Index, Mem, OrgSlot, Place, Slot, UserSlot};
 use crate::model::{Action, Permission, Perms, Status};
 
 /// A decision code: the reason of an allow or a deny (SPEC §3 and §5).
@@ -414,9 +414,10 @@ impl Engine {
     }
 
     /// The devices of the grants `g` of user slot `u`, ascending by id, into `out`. Devices are
-    /// ranked by id once (`Index::rank`), so no listing compares strings: a small answer sorts
-    /// its ranks, a larger one marks them in a bitset over ranks and reads it in order, and an
-    /// answer of every device is `by_id` itself.
+    /// ranked by id (`Index::ranks`, computed by the first listing after devices came or went),
+    /// so no listing compares strings: a small answer sorts its ranks, a larger one marks them in
+    /// a bitset over ranks and reads it in order, and an answer of every device is `by_id`
+    /// itself.
     fn collect(&self, u: UserSlot, g: &Grants, fill_every: bool, out: &mut Vec<DeviceSlot>) -> bool {
         let ix = &self.ix;
         let mut orgs: Vec<OrgSlot> = Vec::new();
@@ -454,6 +455,8 @@ impl Engine {
             out.extend_from_slice(ix.devices_of_org(*o)); // already in id order
             return false;
         }
+        let ranks = ix.ranks();
+        let rank_of = |d: DeviceSlot| ranks.get(d.index()).copied().unwrap_or(u32::MAX);
         // A few candidates sort their ranks; more go through a bitset over ranks (measured on the
         // benchmark world: a dealer's 254 devices take ~10 µs by the bitset, several times that
         // by sorting).
@@ -461,16 +464,16 @@ impl Engine {
             // Sort the ranks themselves (no lookups while sorting), then map them to slots.
             let mut ranks: Vec<u32> = Vec::with_capacity(granted + owned.len());
             for o in &orgs {
-                ranks.extend(ix.devices_of_org(*o).iter().map(|d| ix.device_rank(*d)));
+                ranks.extend(ix.devices_of_org(*o).iter().map(|d| rank_of(*d)));
             }
-            ranks.extend(owned.iter().copied().filter(|d| own_ok(*d)).map(|d| ix.device_rank(d)));
+            ranks.extend(owned.iter().copied().filter(|d| own_ok(*d)).map(rank_of));
             sort_slots(&mut ranks, &|a, b| a.cmp(&b));
             out.extend(ranks.iter().filter_map(|r| ix.by_id.get(*r as usize).copied()));
             return false;
         }
         let mut bits = vec![0u64; ix.by_id.len() / 64 + 1];
         let mut mark = |d: DeviceSlot| {
-            let r = ix.device_rank(d);
+            let r = rank_of(d);
             if let Some(w) = bits.get_mut((r / 64) as usize) {
                 *w |= 1 << (r % 64);
             }

@@ -62,7 +62,6 @@ impl Index {
         if self.devices.len() < n {
             self.devices.resize(n, None);
             self.places.resize(n, Place::VACANT);
-            self.rank.resize(n, NONE);
         }
     }
 
@@ -144,21 +143,12 @@ impl Index {
         self.ensure_device_slot(d);
         let old = self.devices.get_mut(d.index()).and_then(Option::take);
         if let Some(old) = &old {
-            self.unlink_device(old);
-            if !self.bulk {
-                self.unsorted_orgs.push(old.data.org);
-            }
+            self.unlink_device(d, old);
         }
         let present_now = data.is_some();
         if let Some(data) = data {
             self.ensure_org_slot(data.org);
-            if !self.bulk {
-                self.unsorted_orgs.push(data.org);
-            }
-            let pos_org = self.org_devices.get(data.org.index()).map_or(0, Vec::len) as u32;
-            if let Some(list) = vec_at(&mut self.org_devices, data.org) {
-                list.push(d);
-            }
+            self.link_org_device(d, data.org);
             let mut pos_owner = NONE;
             if let Some(owner) = data.owner {
                 self.ensure_user_slot(owner);
@@ -168,7 +158,7 @@ impl Index {
                 }
             }
             if let Some(slot) = vec_at(&mut self.devices, d) {
-                *slot = Some(DevRec { data, pos_org, pos_owner });
+                *slot = Some(DevRec { data, pos_owner });
             }
         }
         let place = Place::of(self.device(d));
@@ -182,7 +172,7 @@ impl Index {
                 if !self.bulk {
                     let at = self.by_id_position(self.dev_ids.name(d));
                     self.by_id.insert(at, d);
-                    self.stale_ranks_from(at);
+                    self.clear_ranks();
                 }
             }
             (true, false) => {
@@ -190,11 +180,8 @@ impl Index {
                 let at = self.by_id_position(self.dev_ids.name(d));
                 if self.by_id.get(at) == Some(&d) {
                     self.by_id.remove(at);
-                    self.stale_ranks_from(at);
                 }
-                if let Some(r) = vec_at(&mut self.rank, d) {
-                    *r = NONE;
-                }
+                self.clear_ranks();
             }
             _ => {}
         }
@@ -205,13 +192,28 @@ impl Index {
         self.by_id.partition_point(|x| self.dev_ids.name(*x) < id)
     }
 
-    /// Takes `old`'s device out of its org and owner lists, fixing the positions of the device moved.
-    fn unlink_device(&mut self, old: &DevRec) {
+    /// Where device `d` is, or goes, in the id-ordered device list of org `o`.
+    fn org_list_position(&self, o: OrgSlot, d: DeviceSlot) -> usize {
+        let id = self.dev_ids.name(d);
+        self.devices_of_org(o).partition_point(|x| self.dev_ids.name(*x) < id)
+    }
+
+    /// Puts device `d` into the device list of org `o`: in id order, or at the end while loading
+    /// (`finish_bulk` sorts the lists once).
+    fn link_org_device(&mut self, d: DeviceSlot, o: OrgSlot) {
+        let at = if self.bulk { usize::MAX } else { self.org_list_position(o, d) };
+        if let Some(list) = vec_at(&mut self.org_devices, o) {
+            list.insert(at.min(list.len()), d);
+        }
+    }
+
+    /// Takes device `d` (stored as `old`) out of its org and owner lists, fixing the owner-list
+    /// position of the device moved.
+    fn unlink_device(&mut self, d: DeviceSlot, old: &DevRec) {
+        let at = if self.bulk { None } else { Some(self.org_list_position(old.data.org, d)) };
         if let Some(list) = vec_at(&mut self.org_devices, old.data.org) {
-            if let Some(moved) = swap_out(list, old.pos_org) {
-                if let Some(Some(rec)) = self.devices.get_mut(moved.index()) {
-                    rec.pos_org = old.pos_org;
-                }
+            if let Some(i) = at.filter(|&i| list.get(i) == Some(&d)).or_else(|| list.iter().position(|x| *x == d)) {
+                list.remove(i);
             }
         }
         if let Some(owner) = old.data.owner {
@@ -225,51 +227,22 @@ impl Index {
         }
     }
 
-    /// Ends bulk loading: sorts the id-ordered device list once.
+    /// Ends bulk loading: sorts the id-ordered device list once, ranks it, and puts every org's
+    /// device list in id order by those ranks.
     pub(crate) fn finish_bulk(&mut self) {
         if self.bulk {
             self.bulk = false;
             let mut by_id: Vec<DeviceSlot> = self.device_slots().filter(|d| self.device(*d).is_some()).collect();
             self.dev_ids.sort(&mut by_id);
             self.by_id = by_id;
-            self.rerank();
-            for o in self.org_slots() {
-                self.sort_org_devices(o);
+            self.clear_ranks();
+            let mut lists = std::mem::take(&mut self.org_devices);
+            let rank = self.ranks();
+            let rank_of = |d: DeviceSlot| rank.get(d.index()).copied().unwrap_or(NONE);
+            for list in &mut lists {
+                sort_slots(list, &|a, b| rank_of(a).cmp(&rank_of(b)));
             }
-        }
-    }
-
-    /// Puts the device list of org `o` back in id order (by rank: ranks must be current) and
-    /// fixes the devices' positions in it.
-    pub(super) fn sort_org_devices(&mut self, o: OrgSlot) {
-        let Some(list) = self.org_devices.get_mut(o.index()) else { return };
-        let rank = &self.rank;
-        let rank_of = |d: DeviceSlot| rank.get(d.index()).copied().unwrap_or(NONE);
-        if list.windows(2).all(|w| matches!(w, [a, b] if rank_of(*a) < rank_of(*b))) {
-            return;
-        }
-        sort_slots(list, &|a, b| rank_of(a).cmp(&rank_of(b)));
-        for (i, &d) in list.iter().enumerate() {
-            if let Some(Some(rec)) = self.devices.get_mut(d.index()) {
-                rec.pos_org = i as u32;
-            }
-        }
-    }
-
-    /// Notes that the ranks of `by_id[at..]` changed (a device came or went at `at`).
-    fn stale_ranks_from(&mut self, at: usize) {
-        self.ranks_stale_from = Some(self.ranks_stale_from.map_or(at, |f| f.min(at)));
-    }
-
-    /// Recomputes `rank` from `by_id` where it changed (from the first position a device came
-    /// or went at: a device added at the end of the id order costs nothing more).
-    pub(super) fn rerank(&mut self) {
-        let from = self.ranks_stale_from.take().unwrap_or(0);
-        self.rank.resize(self.devices.len(), NONE);
-        for (r, &d) in self.by_id.iter().enumerate().skip(from) {
-            if let Some(slot) = self.rank.get_mut(d.index()) {
-                *slot = r as u32;
-            }
+            self.org_devices = lists;
         }
     }
 
@@ -310,6 +283,6 @@ impl Index {
         self.dev_ids.truncate(m.devices);
         self.devices.truncate(m.devices);
         self.places.truncate(m.devices);
-        self.rank.truncate(m.devices);
+        self.clear_ranks();
     }
 }

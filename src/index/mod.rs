@@ -11,6 +11,7 @@
 //! lookups.
 
 use std::cmp::Ordering;
+use std::sync::OnceLock;
 
 use crate::model::{builtin_role, Perms, ADMIN_ROLE, MAX_DEPTH};
 
@@ -165,8 +166,8 @@ fn sort_dyn(v: &mut dyn RawList, cmp: &dyn Fn((u32, u32), (u32, u32)) -> Orderin
 /// The indexed state.
 // INVARIANT: every per-org vector (`orgs`, `derived`, `children`, `org_devices`,
 // `org_members`) has one entry per interned org slot, every per-user vector (`users`,
-// `user_mems`, `owned`) one per user slot, every per-device vector (`devices`, `places`,
-// `rank`) one per device slot (`ensure_*_slot` grow them, `truncate_to` shrinks them with the
+// `user_mems`, `owned`) one per user slot, every per-device vector (`devices`, `places`)
+// one per device slot (`ensure_*_slot` grow them, `truncate_to` shrinks them with the
 // interners). A vacant slot's entry is `None` / empty.
 // INVARIANT: the four counts equal the numbers of present orgs, users, devices and memberships.
 #[derive(Debug, Clone, Default)]
@@ -179,10 +180,9 @@ pub(crate) struct Index {
     pub derived: Vec<OrgDerived>,
     pub children: Vec<Vec<OrgSlot>>,
     /// The devices of each org, in ascending id order.
-    // INVARIANT: after `settle` (and after loading) every list is in ascending id order;
-    // `unsorted_orgs` names the orgs whose list a change since may have put out of order.
+    // INVARIANT: outside bulk loading every list is in ascending id order at all times
+    // (`set_device` inserts and removes by binary search); `finish_bulk` sorts them once.
     pub org_devices: Vec<Vec<DeviceSlot>>,
-    unsorted_orgs: Vec<OrgSlot>,
     /// The members of each org.
     // INVARIANT: `u ∈ org_members[o]` exactly when `mem(u, o)` exists (`set_membership`).
     pub org_members: Vec<Vec<UserSlot>>,
@@ -197,8 +197,7 @@ pub(crate) struct Index {
     pub user_mems: Vec<Vec<Mem>>,
     /// The devices each user owns.
     // INVARIANT: `d ∈ owned[u]` exactly when `device(d).owner == Some(u)`, at position
-    // `devices[d].pos_owner`; likewise `org_devices[o][devices[d].pos_org] == d` for the
-    // device's org (`set_device`, `unlink_device`, `sort_org_devices` keep the positions).
+    // `devices[d].pos_owner` (`set_device` and `unlink_device` keep the positions).
     pub owned: Vec<Vec<DeviceSlot>>,
 
     pub dev_ids: Interner<DeviceSlot>,
@@ -211,13 +210,13 @@ pub(crate) struct Index {
     pub places: Vec<Place>,
     /// Present device slots in ascending id order.
     pub by_id: Vec<DeviceSlot>,
-    /// The position of each device slot in `by_id` (its rank in id order), `NONE` when absent.
-    // INVARIANT: after `settle` (and after loading), `by_id[rank[d]] == d` for every present
-    // device and `rank[d] == NONE` for a vacant slot; `ranks_stale_from` is the first position of
-    // `by_id` whose rank may be stale (set when a device comes or goes, cleared by `rerank`,
-    // which `settle` runs first).
-    pub rank: Vec<u32>,
-    ranks_stale_from: Option<usize>,
+    /// The position of each device slot in `by_id` (its rank in id order), `NONE` when absent:
+    /// computed on first use after devices came or went (`ranks`), so that a command adding a
+    /// device early in id order costs no re-ranking until something lists devices.
+    // INVARIANT: when set, `ranks[d]` is the position of `d` in `by_id` for every present device
+    // and `NONE` for every other slot below its length; every change to `by_id` (and
+    // `truncate_to`) clears it.
+    ranks: OnceLock<Vec<u32>>,
     /// While loading, `by_id` is built once at the end.
     bulk: bool,
 
@@ -291,10 +290,23 @@ impl Index {
         self.place(d).org
     }
 
-    /// The rank of device slot `d` in id order, `NONE` when the device is absent.
-    #[inline(always)]
-    pub(crate) fn device_rank(&self, d: DeviceSlot) -> u32 {
-        self.rank.get(d.index()).copied().unwrap_or(NONE)
+    /// The rank in id order of each device slot (`NONE` for a vacant slot; slots past its end
+    /// are vacant too): computed here on first use after a change.
+    pub(crate) fn ranks(&self) -> &[u32] {
+        self.ranks.get_or_init(|| {
+            let mut rank = vec![NONE; self.devices.len()];
+            for (r, &d) in self.by_id.iter().enumerate() {
+                if let Some(slot) = rank.get_mut(d.index()) {
+                    *slot = r as u32;
+                }
+            }
+            rank
+        })
+    }
+
+    /// Forgets the ranks (`by_id` changed).
+    pub(super) fn clear_ranks(&mut self) {
+        self.ranks.take();
     }
 
     #[inline(always)]

@@ -78,12 +78,11 @@ impl Place {
     }
 }
 
-/// A device as stored, with its positions in the per-org and per-owner lists.
+/// A device as stored, with its position in its owner's list (its org's list is in id order,
+/// so it is found there by binary search).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct DevRec {
     pub data: DeviceData,
-    /// Its position in its org's device list.
-    pub pos_org: u32,
     /// Its position in its owner's list of owned devices (`NONE` without an owner).
     pub pos_owner: u32,
 }

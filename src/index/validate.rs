@@ -1,7 +1,7 @@
 //! Derived data and validation: the org forest (pre/post intervals, depth, effective
 //! suspension), membership permissions, and invariants I1–I3 checked on what a batch touched.
 
-use super::{sort_slots, vec_at, DeviceSlot, Index, OrgDerived, OrgSlot, Slot, UserSlot};
+use super::{vec_at, DeviceSlot, Index, OrgDerived, OrgSlot, Slot, UserSlot};
 use crate::error::{Error, ErrorCode, Result};
 use crate::model::MAX_DEPTH;
 
@@ -168,15 +168,6 @@ impl Index {
     /// Brings derived data up to date after a batch of changes and checks invariants I1–I3 on
     /// what the batch touched (everything when `t.all`).
     pub(crate) fn settle(&mut self, t: &Touched) -> Result<()> {
-        if self.ranks_stale_from.is_some() {
-            self.rerank();
-        }
-        let mut unsorted = std::mem::take(&mut self.unsorted_orgs);
-        sort_slots(&mut unsorted, &|a, b| a.cmp(&b));
-        unsorted.dedup();
-        for &o in &unsorted {
-            self.sort_org_devices(o);
-        }
         if t.all || t.orgs_changed {
             self.recompute_orgs()?;
         }
