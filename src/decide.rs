@@ -194,8 +194,27 @@ impl Engine {
     /// unknown user or device gives `false`).
     #[inline(never)]
     pub(crate) fn can_slots(&self, u: UserSlot, d: DeviceSlot, action: Action) -> bool {
-        let place = self.ix.place(d);
-        place.org != OrgSlot::NONE && matches!(self.verdict_at(u, place, action), Verdict::Allow(..))
+        let ix = &self.ix;
+        let place = ix.place(d);
+        let c = ix.user_check(u);
+        if place.org == OrgSlot::NONE || !c.active {
+            return false;
+        }
+        if c.overflow {
+            return matches!(self.verdict_at(u, place, action), Verdict::Allow(..));
+        }
+        if ix.der(place.org).eff_suspended {
+            return false;
+        }
+        // `grant`'s allow conditions, on the inline memberships.
+        let (orgp, ownp) = (action.org_permission(), action.own_permission());
+        c.inline().iter().any(|&(o, perms)| {
+            if o == place.org {
+                perms.has(orgp) || (perms.has(ownp) && place.owner == u)
+            } else {
+                perms.has(orgp) && perms.has(Permission::OrgsSwitch) && ix.strictly_below(place.org, o)
+            }
+        })
     }
 
     /// Whether `user` may view `device`.

@@ -53,6 +53,7 @@ impl Index {
         if self.users.len() < n {
             self.users.resize(n, None);
             self.user_mems.resize(n, Vec::new());
+            self.checks.resize(n, super::UserCheck::default());
             self.owned.resize(n, Vec::new());
         }
     }
@@ -104,6 +105,7 @@ impl Index {
             (Some(_), false) => self.user_count -= 1,
             _ => {}
         }
+        self.refresh_check(u);
         old
     }
 
@@ -135,6 +137,7 @@ impl Index {
             }
             (None, None) => None,
         };
+        self.refresh_check(u);
         old
     }
 
@@ -279,6 +282,7 @@ impl Index {
         self.user_ids.truncate(m.users);
         self.users.truncate(m.users);
         self.user_mems.truncate(m.users);
+        self.checks.truncate(m.users);
         self.owned.truncate(m.users);
         self.dev_ids.truncate(m.devices);
         self.devices.truncate(m.devices);

@@ -13,7 +13,7 @@
 use std::cmp::Ordering;
 use std::sync::OnceLock;
 
-use crate::model::{builtin_role, Perms, ADMIN_ROLE, MAX_DEPTH};
+use crate::model::{builtin_role, Perms, Status, ADMIN_ROLE, MAX_DEPTH};
 
 mod change;
 mod intern;
@@ -22,7 +22,7 @@ mod validate;
 
 pub(crate) use change::{Marks, Undo};
 pub(crate) use intern::Interner;
-pub(crate) use records::{DevRec, DeviceData, Mem, OrgDerived, OrgRec, Place, RoleTable, UserRec};
+pub(crate) use records::{DevRec, DeviceData, Mem, OrgDerived, OrgRec, Place, RoleTable, UserCheck, UserRec};
 pub(crate) use validate::Touched;
 
 /// Marks "no slot" in raw `u32` slot numbers (and "no rank").
@@ -166,7 +166,7 @@ fn sort_dyn(v: &mut dyn RawList, cmp: &dyn Fn((u32, u32), (u32, u32)) -> Orderin
 /// The indexed state.
 // INVARIANT: every per-org vector (`orgs`, `derived`, `children`, `org_devices`,
 // `org_members`) has one entry per interned org slot, every per-user vector (`users`,
-// `user_mems`, `owned`) one per user slot, every per-device vector (`devices`, `places`)
+// `user_mems`, `checks`, `owned`) one per user slot, every per-device vector (`devices`, `places`)
 // one per device slot (`ensure_*_slot` grow them, `truncate_to` shrinks them with the
 // interners). A vacant slot's entry is `None` / empty.
 // INVARIANT: the four counts equal the numbers of present orgs, users, devices and memberships.
@@ -195,6 +195,11 @@ pub(crate) struct Index {
     // INVARIANT: after `settle`, each `Mem::perms` is the closed permission set of its role in
     // its org (`role_perms`), and every role is defined there (I3).
     pub user_mems: Vec<Vec<Mem>>,
+    /// What a device check reads of each user.
+    // INVARIANT (the user-check cache): `checks[u] == UserCheck::of(user(u) is active, mems(u))`,
+    // kept by the only writers of a user's status and memberships: `set_user`,
+    // `set_membership` and `refresh_membership` (which sets a membership's permissions).
+    pub checks: Vec<UserCheck>,
     /// The devices each user owns.
     // INVARIANT: `d ∈ owned[u]` exactly when `device(d).owner == Some(u)`, at position
     // `devices[d].pos_owner` (`set_device` and `unlink_device` keep the positions).
@@ -272,6 +277,20 @@ impl Index {
     #[inline(always)]
     pub(crate) fn mems(&self, u: UserSlot) -> &[Mem] {
         self.user_mems.get(u.index()).map_or(&[], Vec::as_slice)
+    }
+
+    #[inline(always)]
+    pub(crate) fn user_check(&self, u: UserSlot) -> UserCheck {
+        self.checks.get(u.index()).copied().unwrap_or_default()
+    }
+
+    /// Recomputes the check record of user slot `u` (see `checks`).
+    pub(super) fn refresh_check(&mut self, u: UserSlot) {
+        let active = self.user(u).is_some_and(|r| r.status == Status::Active);
+        let c = UserCheck::of(active, self.mems(u));
+        if let Some(slot) = self.checks.get_mut(u.index()) {
+            *slot = c;
+        }
     }
 
     pub(crate) fn mem(&self, u: UserSlot, o: OrgSlot) -> Option<&Mem> {

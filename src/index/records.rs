@@ -60,6 +60,40 @@ pub(crate) struct DeviceData {
     pub owner: Option<UserSlot>,
 }
 
+/// What a device check reads of a user, in one place (20 bytes a user): whether the user is
+/// active and, for a user with at most [`UserCheck::INLINE`] memberships (nearly all), each
+/// membership's org and closed permissions. One cache line where the records are three (the
+/// user record, the membership list's header, the list).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) struct UserCheck {
+    pub active: bool,
+    /// More memberships than fit: read the user's membership list instead.
+    pub overflow: bool,
+    pub len: u8,
+    pub mems: [(OrgSlot, Perms); UserCheck::INLINE],
+}
+
+impl UserCheck {
+    pub const INLINE: usize = 2;
+
+    /// The check record of a user with `active` status and memberships `mems`.
+    pub fn of(active: bool, mems: &[Mem]) -> UserCheck {
+        let mut c = UserCheck { active, overflow: mems.len() > Self::INLINE, ..UserCheck::default() };
+        if !c.overflow {
+            for (slot, m) in c.mems.iter_mut().zip(mems) {
+                *slot = (m.org, m.perms);
+            }
+            c.len = mems.len() as u8;
+        }
+        c
+    }
+
+    /// The inline memberships (empty when `overflow`).
+    pub fn inline(&self) -> &[(OrgSlot, Perms)] {
+        self.mems.get(..self.len as usize).unwrap_or(&[])
+    }
+}
+
 /// Where a device is: its org and owner slots (`UserSlot::NONE` for no owner; both `NONE`
 /// while absent).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -132,6 +132,7 @@ impl Index {
         if let Some(m) = self.user_mems.get_mut(u.index()).and_then(|ms| ms.iter_mut().find(|m| m.org == o)) {
             m.perms = perms;
         }
+        self.refresh_check(u);
         Ok(())
     }
 
