@@ -1,11 +1,11 @@
 // The package as a user gets it: `npm pack` of pkg/, the tarball installed into a scratch copy
-// of tests/fixtures/ (with React, its optional peer, from npm's cache), then each fixture run
+// of tests/fixtures/ (with React, its optional peer, linked from the repository's node_modules), then each fixture run
 // against the installed copy — Node ESM, Node CJS (`require`), TypeScript (`bundler`, `node16`
 // from ESM and from CJS, `nodenext`, a React consumer), a Vite build and a webpack 5 build
 // loaded in Chromium, a React app (fleetgate/react over fleetgate/sync) built by Vite and served
 // by the Vite dev server in Chromium (a screenshot in artifacts/), and workerd (the `workerd`
 // condition) — plus publint and @arethetypeswrong/cli on the tarball. The build tools (vite,
-// @vitejs/plugin-react, webpack) are the repository's, linked into the scratch node_modules.
+// @vitejs/plugin-react, webpack) and React are the repository's, linked into the scratch node_modules.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { execFileSync, spawn } from "node:child_process";
@@ -43,11 +43,15 @@ before(() => {
   const packed = JSON.parse(run("npm", ["pack", "--json", "--pack-destination", dir], { cwd: join(ROOT, "pkg") }));
   tarball = join(dir, packed[0].filename);
   cpSync(join(ROOT, "tests/fixtures"), join(dir, "app"), { recursive: true });
-  // React as an app installs it next to the package (the peer); the repository's pinned versions,
-  // so npm's cache (filled by `npm ci`) has them.
-  const peers = ["react", "react-dom", "@types/react"].map((p) => `${p}@${DEV[p]}`);
-  run("npm", ["install", "--no-save", "--no-package-lock", "--no-audit", "--no-fund", "--offline", tarball, ...peers], { cwd: join(dir, "app") });
-  for (const tool of ["vite", "@vitejs/plugin-react"]) {
+  // The tarball alone: it has no dependencies, and React is an optional peer, so this needs
+  // nothing from the registry.
+  run("npm", ["install", "--no-save", "--no-package-lock", "--no-audit", "--no-fund", "--offline", tarball], { cwd: join(dir, "app") });
+  // React next to the package, as an app has it (the peer), and the build tools: the
+  // repository's pinned copies (`npm ci` installed them from the lockfile; npm's cache holds
+  // their tarballs but not the registry metadata an install by name asks for, so a fresh
+  // machine could not install them offline).
+  for (const p of ["react", "react-dom", "@types/react"]) assert.ok(DEV[p], `${p} is a devDependency`);
+  for (const tool of ["react", "react-dom", "@types/react", "vite", "@vitejs/plugin-react"]) {
     mkdirSync(dirname(join(dir, "app/node_modules", tool)), { recursive: true });
     symlinkSync(join(ROOT, "node_modules", tool), join(dir, "app/node_modules", tool), "dir");
   }
