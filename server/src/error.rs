@@ -33,6 +33,8 @@ pub enum ApiError {
     Busy,
     /// 503 `UNAVAILABLE`: this replica is catching up with the store (SPEC §9).
     NotReady,
+    /// 503 `UNAVAILABLE`: the store is unreachable or busy for now (logged with its detail).
+    StoreUnavailable(String),
     /// An engine error (`INVALID_COMMAND`, invariant codes, …) with its status.
     Engine(fleetgate::Error),
     /// 500: logged, answered generically.
@@ -41,7 +43,11 @@ pub enum ApiError {
 
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
-        ApiError::Internal(e.0)
+        if e.unavailable {
+            ApiError::StoreUnavailable(e.message)
+        } else {
+            ApiError::Internal(e.message)
+        }
     }
 }
 
@@ -70,7 +76,9 @@ impl ApiError {
             ApiError::Conflict(code, _) => (StatusCode::CONFLICT, code),
             ApiError::Gone(code, _) => (StatusCode::GONE, code),
             ApiError::Throttled(_) => (StatusCode::TOO_MANY_REQUESTS, "TOO_MANY_ATTEMPTS"),
-            ApiError::Busy | ApiError::NotReady => (StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE"),
+            ApiError::Busy | ApiError::NotReady | ApiError::StoreUnavailable(_) => {
+                (StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE")
+            }
             ApiError::Engine(e) => {
                 let status = match e.kind() {
                     C::RevisionMismatch => StatusCode::CONFLICT,
@@ -102,6 +110,7 @@ impl ApiError {
             ApiError::Throttled(s) => format!("too many failed attempts; try again in {s} s"),
             ApiError::Busy => "the server is busy; try again".to_owned(),
             ApiError::NotReady => "this replica is catching up with the store; try again".to_owned(),
+            ApiError::StoreUnavailable(_) => "the store is unavailable; try again".to_owned(),
             ApiError::Engine(e) => e.message().to_owned(),
             ApiError::Internal(_) => "internal error".to_owned(),
         }
@@ -110,8 +119,10 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        if let ApiError::Internal(detail) = &self {
-            tracing::error!("internal error: {detail}");
+        match &self {
+            ApiError::Internal(detail) => tracing::error!("internal error: {detail}"),
+            ApiError::StoreUnavailable(detail) => tracing::warn!("store unavailable: {detail}"),
+            _ => {}
         }
         let (status, code) = self.status_code();
         let body = json!({"error": {"code": code, "message": self.message()}});
@@ -126,7 +137,7 @@ impl IntoResponse for ApiError {
             ApiError::RefusedBody(..) => {
                 h.insert(header::CONNECTION, HeaderValue::from_static("close"));
             }
-            ApiError::Busy | ApiError::NotReady => {
+            ApiError::Busy | ApiError::NotReady | ApiError::StoreUnavailable(_) => {
                 h.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             }
             _ => {}

@@ -175,13 +175,13 @@ fn seed_store(store: &Db, seed: serde_json::Value, only_if_empty: bool) -> Resul
     }
     let hashed = hash_all(seed.passwords.into_iter().collect())?;
     let claims = hash_all(seed.claim_codes.into_iter().collect())?;
-    store.seed(&doc, &hashed, &claims, only_if_empty).map_err(|e| e.0)
+    store.seed(&doc, &hashed, &claims, only_if_empty).map_err(|e| e.message)
 }
 
 fn new_key(store: &Db) -> Result<String, String> {
     let secret = auth::random_key()?;
     let id = key_id_of(&secret);
-    store.rotate_key(&id, &secret).map_err(|e| e.0)?;
+    store.rotate_key(&id, &secret).map_err(|e| e.message)?;
     Ok(id)
 }
 
@@ -365,8 +365,8 @@ fn open_store(
     rt: &tokio::runtime::Runtime,
 ) -> Result<Db, String> {
     match url {
-        Some(url) => Db::postgres(url, rt.handle().clone()).map_err(|e| e.0),
-        None => Db::sqlite(db, sync_full, reset).map_err(|e| e.0),
+        Some(url) => Db::postgres(url, rt.handle().clone()).map_err(|e| e.message),
+        None => Db::sqlite(db, sync_full, reset).map_err(|e| e.message),
     }
 }
 
@@ -385,10 +385,11 @@ fn run_server(args: ServeArgs) -> Result<(), String> {
             serde_json::from_str(&text).map_err(|e| format!("seed {}: {e}", path.display()))?;
         seed_store(&store, value, false)?;
         tracing::info!("seeded the world from {}", path.display());
-    } else if args.demo && store.revision().map_err(|e| e.0)?.is_none() && seed_store(&store, demo::seed(), true)? {
+    } else if args.demo && store.revision().map_err(|e| e.message)?.is_none() && seed_store(&store, demo::seed(), true)?
+    {
         tracing::info!("seeded the demo world");
     }
-    if store.keys().map_err(|e| e.0)?.iter().all(|k| k.retired_at.is_some()) {
+    if store.keys().map_err(|e| e.message)?.iter().all(|k| k.retired_at.is_some()) {
         let id = new_key(&store)?;
         tracing::info!("made signing key {id}");
     }

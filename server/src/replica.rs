@@ -137,7 +137,7 @@ async fn sweep(app: &AppState, swept: &mut i64) -> Result<(), String> {
     tokio::time::timeout(
         Duration::from_secs(5),
         tokio::task::spawn_blocking(move || {
-            let ended = a.db.ended_since(since - 2).map_err(|e| e.0)?;
+            let ended = a.db.ended_since(since - 2).map_err(|e| e.message)?;
             a.sessions_ended_elsewhere(&ended);
             Ok::<(), String>(())
         }),

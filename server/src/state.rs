@@ -248,13 +248,13 @@ pub type AppState = Arc<App>;
 impl App {
     /// Builds the state from an opened store (seeded already) and the configuration.
     pub fn new(db: Db, cfg: Config) -> Result<Self, String> {
-        let doc = db.load().map_err(|e| e.0)?;
+        let doc = db.load().map_err(|e| e.message)?;
         let engine = Engine::from_doc(doc).map_err(|e| format!("stored world: {e}"))?;
         let sessions = Sessions::default();
-        for s in db.live_sessions(now()).map_err(|e| e.0)? {
+        for s in db.live_sessions(now()).map_err(|e| e.message)? {
             sessions.insert(s.token_hash.clone(), Session { id: s.id, user: s.user, expires_at: s.expires_at });
         }
-        let rows = db.keys().map_err(|e| e.0)?;
+        let rows = db.keys().map_err(|e| e.message)?;
         let keys = KeySet::of(&rows, cfg.key_keep_seconds(), now())
             .ok_or_else(|| "the store has no active signing key".to_owned())?;
         let threads = std::thread::available_parallelism().map_or(2, |n| n.get());

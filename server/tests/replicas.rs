@@ -251,11 +251,14 @@ fn racing_replicas_make_one_chain_and_every_stream_sees_it() {
     }
 }
 
+/// What a load client saw: the acknowledged ids, its slowest answer, each refusal.
+type Outcome = (Vec<String>, Duration, Vec<String>);
+
 /// Clients sending commands until told to stop, round-robin over `bases`; each records what
-/// was acknowledged and the slowest answer.
+/// was acknowledged, the slowest answer and what was refused.
 struct Load {
     stop: Arc<AtomicBool>,
-    handles: Vec<std::thread::JoinHandle<(Vec<String>, Duration, usize)>>,
+    handles: Vec<std::thread::JoinHandle<Outcome>>,
 }
 
 impl Load {
@@ -266,7 +269,7 @@ impl Load {
                 let (bases, token, stop, tag) = (bases.clone(), token.to_owned(), stop.clone(), tag.to_owned());
                 std::thread::spawn(move || {
                     let agent = ureq::AgentBuilder::new().timeout(Duration::from_secs(30)).build();
-                    let (mut acked, mut slowest, mut failed) = (Vec::new(), Duration::ZERO, 0);
+                    let (mut acked, mut slowest, mut refused) = (Vec::new(), Duration::ZERO, Vec::new());
                     let mut i = 0;
                     while !stop.load(Ordering::SeqCst) {
                         let id = format!("{tag}{c}-{i}");
@@ -281,27 +284,35 @@ impl Load {
                         slowest = slowest.max(t.elapsed());
                         match r {
                             Ok(_) => acked.push(id),
-                            Err(_) => {
-                                failed += 1;
+                            Err(e) => {
+                                refused.push(match e {
+                                    ureq::Error::Status(status, res) => {
+                                        let body: Value = res.into_json().unwrap_or(Value::Null);
+                                        format!("{status} {}", body["error"]["code"].as_str().unwrap_or("-"))
+                                    }
+                                    ureq::Error::Transport(t) => format!("transport: {t}"),
+                                });
                                 std::thread::sleep(Duration::from_millis(20));
                             }
                         }
                     }
-                    (acked, slowest, failed)
+                    (acked, slowest, refused)
                 })
             })
             .collect();
         Load { stop, handles }
     }
 
-    fn finish(self) -> (Vec<String>, Duration, usize) {
+    /// The acknowledged ids, the slowest answer, and each refusal (`503 UNAVAILABLE`,
+    /// `transport: …`).
+    fn finish(self) -> Outcome {
         self.stop.store(true, Ordering::SeqCst);
-        let mut all = (Vec::new(), Duration::ZERO, 0);
+        let mut all = (Vec::new(), Duration::ZERO, Vec::new());
         for h in self.handles {
             let (a, s, f) = h.join().unwrap();
             all.0.extend(a);
             all.1 = all.1.max(s);
-            all.2 += f;
+            all.2.extend(f);
         }
         all
     }
@@ -385,12 +396,17 @@ fn replicas_ride_out_a_database_restart() {
         wait_ready(s, r1);
     }
     wait_acks(|| servers[1].revision() as usize, r1 as usize + 100);
-    let (acked, slowest, failed) = load.finish();
+    let (acked, slowest, refused) = load.finish();
     println!(
-        "database restart: {} acknowledged, {failed} refused while it was down, slowest answer {slowest:?}",
-        acked.len()
+        "database restart: {} acknowledged, {} refused while it was down, slowest answer {slowest:?}",
+        acked.len(),
+        refused.len()
     );
     assert!(slowest < Duration::from_secs(16), "a request hung for {slowest:?} (deadline 15 s)");
+    // While the database was away the replicas said so: 503 UNAVAILABLE (try again), never a
+    // 500 and never a dropped connection.
+    let other: Vec<&String> = refused.iter().filter(|r| r.as_str() != "503 UNAVAILABLE").collect();
+    assert!(other.is_empty(), "refusals other than 503 UNAVAILABLE: {other:?}");
     let end = chain_is_gap_free(&url) as u64;
     for s in &servers {
         wait_ready(s, end);

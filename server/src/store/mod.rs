@@ -31,13 +31,32 @@ use serde_json::Value;
 
 use crate::throttle::Strikes;
 
-/// A store failure, for the log; clients see a generic 500.
+/// A store failure, for the log. Clients see a generic 500, or, when the store is only
+/// unavailable for now (the database unreachable or restarting, a connection lost, a lock or
+/// statement timeout, SQLite busy), 503 `UNAVAILABLE` with `Retry-After`: nothing was applied
+/// that the client was told of, and trying again later is the right thing to do.
 #[derive(Debug)]
-pub struct StoreError(pub String);
+pub struct StoreError {
+    pub message: String,
+    /// Transient: the database is unreachable or busy, not the request or the data wrong.
+    pub unavailable: bool,
+}
+
+impl StoreError {
+    /// A store failure that trying again will not cure.
+    pub fn new(message: impl Into<String>) -> Self {
+        StoreError { message: message.into(), unavailable: false }
+    }
+
+    /// The store is unavailable for now (see [`StoreError`]).
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        StoreError { message: message.into(), unavailable: true }
+    }
+}
 
 impl std::fmt::Display for StoreError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(&self.message)
     }
 }
 
@@ -45,7 +64,7 @@ impl std::fmt::Display for StoreError {
 pub type StoreResult<T> = Result<T, StoreError>;
 
 fn bad<T>(what: &str, e: impl std::fmt::Display) -> StoreResult<T> {
-    Err(StoreError(format!("stored {what}: {e}")))
+    Err(StoreError::new(format!("stored {what}: {e}")))
 }
 
 /// The tables a seed empties (the signing keys and throttling counters stay).

@@ -77,12 +77,42 @@ CREATE TABLE throttle (key TEXT PRIMARY KEY, count INTEGER NOT NULL, first BIGIN
 )];
 
 fn pg<T>(r: Result<T, tokio_postgres::Error>) -> StoreResult<T> {
-    r.map_err(|e| StoreError(format!("postgres: {e}")))
+    r.map_err(pg_error)
+}
+
+/// A PostgreSQL error as a store error. Transient: no server answer at all (a closed or failed
+/// connection, a timeout), the connection classes (08), a lock or statement timeout (55P03,
+/// 57014), the server shutting down or starting (57P01–57P03), and a serialization failure or
+/// deadlock (40001, 40P01).
+fn pg_error(e: tokio_postgres::Error) -> StoreError {
+    use tokio_postgres::error::SqlState;
+    let transient = match e.code() {
+        None => true,
+        Some(code) => {
+            code.code().starts_with("08")
+                || [
+                    SqlState::LOCK_NOT_AVAILABLE,
+                    SqlState::QUERY_CANCELED,
+                    SqlState::ADMIN_SHUTDOWN,
+                    SqlState::CRASH_SHUTDOWN,
+                    SqlState::CANNOT_CONNECT_NOW,
+                    SqlState::T_R_SERIALIZATION_FAILURE,
+                    SqlState::T_R_DEADLOCK_DETECTED,
+                ]
+                .contains(code)
+        }
+    };
+    let message = format!("postgres: {e}");
+    if transient {
+        StoreError::unavailable(message)
+    } else {
+        StoreError::new(message)
+    }
 }
 
 /// The connection settings of a URL, with the bounded waits of this module.
 pub fn config(url: &str) -> StoreResult<tokio_postgres::Config> {
-    let mut cfg: tokio_postgres::Config = url.parse().map_err(|e| StoreError(format!("--database-url: {e}")))?;
+    let mut cfg: tokio_postgres::Config = url.parse().map_err(|e| StoreError::new(format!("--database-url: {e}")))?;
     cfg.connect_timeout(Duration::from_secs(3));
     cfg.keepalives(true);
     cfg.keepalives_idle(Duration::from_secs(5));
@@ -148,7 +178,7 @@ impl Postgres {
             .create_timeout(Some(Duration::from_secs(5)))
             .recycle_timeout(Some(Duration::from_secs(5)))
             .build()
-            .map_err(|e| StoreError(format!("postgres pool: {e}")))?;
+            .map_err(|e| StoreError::new(format!("postgres pool: {e}")))?;
         let me = Self { pool, rt };
         me.migrate()?;
         Ok(me)
@@ -159,7 +189,7 @@ impl Postgres {
     }
 
     async fn client(&self) -> StoreResult<Object> {
-        self.pool.get().await.map_err(|e| StoreError(format!("postgres: {e}")))
+        self.pool.get().await.map_err(|e| StoreError::unavailable(format!("postgres pool: {e}")))
     }
 
     fn migrate(&self) -> StoreResult<()> {
@@ -244,7 +274,7 @@ impl Postgres {
             Err(e) => {
                 discard(client);
                 out?;
-                Err(StoreError(format!("postgres: {e}")).into())
+                Err(pg_error(e).into())
             }
         }
     }
@@ -270,7 +300,7 @@ impl Postgres {
                 Ok(()) => out,
                 Err(e) => {
                     discard(c);
-                    out.and(Err(StoreError(format!("postgres: {e}"))))
+                    out.and(Err(pg_error(e)))
                 }
             }
         })
@@ -325,7 +355,7 @@ impl Postgres {
             .await?;
             let id = match r.first() {
                 Some(row) => get(row, 0)?,
-                None => return Err(StoreError("no id for the queued command".into())),
+                None => return Err(StoreError::new("no id for the queued command")),
             };
             insert_audit(c, audit).await?;
             Ok(id)
@@ -417,7 +447,7 @@ impl Postgres {
                 Ok(()) => out,
                 Err(e) => {
                     discard(c);
-                    out.and(Err(StoreError(format!("postgres: {e}"))))
+                    out.and(Err(pg_error(e)))
                 }
             }
         })
@@ -654,7 +684,7 @@ impl PgTx {
         audit: &AuditRow,
         fx: &Effects,
     ) -> StoreResult<Vec<String>> {
-        let inverse_json = serde_json::to_string(inverse).map_err(|e| StoreError(e.to_string()))?;
+        let inverse_json = serde_json::to_string(inverse).map_err(|e| StoreError::new(e.to_string()))?;
         let t = now();
         let mut p = Pipeline::default();
         // The audit entry names the org as it is before the change (a deleted org's last entry).

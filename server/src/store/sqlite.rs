@@ -18,7 +18,19 @@ use super::{
 };
 
 fn db<T>(r: rusqlite::Result<T>) -> StoreResult<T> {
-    r.map_err(|e| StoreError(format!("database: {e}")))
+    r.map_err(store_error)
+}
+
+/// A SQLite error as a store error: busy or locked past the busy timeout is transient.
+fn store_error(e: rusqlite::Error) -> StoreError {
+    let busy =
+        matches!(e.sqlite_error_code(), Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked));
+    let message = format!("database: {e}");
+    if busy {
+        StoreError::unavailable(message)
+    } else {
+        StoreError::new(message)
+    }
 }
 
 /// The schema version this build writes (`PRAGMA user_version`).
@@ -79,7 +91,7 @@ impl Sqlite {
             db(conn.query_row("SELECT count(*) FROM sqlite_master WHERE type = 'table'", [], |r| r.get(0)))?;
         if tables > 0 && version != SCHEMA_VERSION {
             if !reset {
-                return Err(StoreError(format!(
+                return Err(StoreError::new(format!(
                     "{} was written by another fleetgate version (schema {version}, this one writes {SCHEMA_VERSION}); \
                      start with --seed or --demo to replace it, or use a new --db",
                     path.display()
@@ -90,7 +102,7 @@ impl Sqlite {
                     db(conn
                         .prepare("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"))?;
                 let rows = db(stmt.query_map([], |r| r.get(0)))?;
-                rows.collect::<rusqlite::Result<_>>().map_err(|e| StoreError(e.to_string()))?
+                rows.collect::<rusqlite::Result<_>>().map_err(store_error)?
             };
             for name in names {
                 db(conn.execute(&format!("DROP TABLE IF EXISTS \"{name}\""), []))?;
@@ -102,7 +114,7 @@ impl Sqlite {
     }
 
     fn conn(&self) -> StoreResult<MutexGuard<'_, Connection>> {
-        self.writer.lock().map_err(|_| StoreError("the writer connection's lock was poisoned".into()))
+        self.writer.lock().map_err(|_| StoreError::new("the writer connection's lock was poisoned"))
     }
 
     /// Runs `f` in a `BEGIN IMMEDIATE` transaction on the writer connection.
@@ -304,7 +316,7 @@ pub fn commit(
     // The audit entry names the org as it is before the change (a deleted org's last entry).
     insert_audit(tx, audit)?;
     write_ops(tx, &delta.ops)?;
-    let inverse_json = serde_json::to_string(inverse).map_err(|e| StoreError(e.to_string()))?;
+    let inverse_json = serde_json::to_string(inverse).map_err(|e| StoreError::new(e.to_string()))?;
     db(tx.execute(
         "INSERT INTO changes (revision, at, delta, inverse) VALUES (?1, ?2, ?3, ?4)",
         params![delta.to.0 as i64, now(), delta.to_json(), inverse_json],
@@ -467,7 +479,7 @@ impl Reads<'_> {
         let rows = db(stmt.query_map([at], |r| {
             Ok(SessionRow { id: r.get(0)?, token_hash: r.get(1)?, user: r.get(2)?, expires_at: r.get(3)? })
         }))?;
-        rows.collect::<rusqlite::Result<_>>().map_err(|e| StoreError(e.to_string()))
+        rows.collect::<rusqlite::Result<_>>().map_err(store_error)
     }
 
     /// The live session of a token hash (or of an id, `by_id`) at `at`.
@@ -491,7 +503,7 @@ impl Reads<'_> {
             .0
             .prepare("SELECT id FROM sessions WHERE ended_at >= ?1 AND end_reason <> 'expired' ORDER BY ended_at"))?;
         let rows = db(stmt.query_map([since], |r| r.get(0)))?;
-        rows.collect::<rusqlite::Result<_>>().map_err(|e| StoreError(e.to_string()))
+        rows.collect::<rusqlite::Result<_>>().map_err(store_error)
     }
 
     /// The invitation of a token hash.
@@ -514,7 +526,7 @@ impl Reads<'_> {
     /// A page of audit entries about the given orgs (by their current identity), newest first,
     /// older than `before` when given.
     pub fn audit_page(&self, orgs: &[&str], before: Option<i64>, limit: usize) -> StoreResult<Vec<AuditRecord>> {
-        let list = serde_json::to_string(orgs).map_err(|e| StoreError(e.to_string()))?;
+        let list = serde_json::to_string(orgs).map_err(|e| StoreError::new(e.to_string()))?;
         let mut stmt = db(self.0.prepare_cached(
             "SELECT a.id, a.at, a.actor, a.action, u.org, a.target, a.outcome, a.detail
              FROM audit a JOIN org_uids u ON u.uid = a.org_uid
@@ -533,12 +545,12 @@ impl Reads<'_> {
             };
             Ok(AuditRecord { id: r.get(0)?, at: r.get(1)?, row })
         }))?;
-        rows.collect::<rusqlite::Result<_>>().map_err(|e| StoreError(e.to_string()))
+        rows.collect::<rusqlite::Result<_>>().map_err(store_error)
     }
 
     /// Outbox messages (invitations) of the given orgs, newest first.
     pub fn outbox(&self, orgs: &[&str]) -> StoreResult<Vec<Value>> {
-        let list = serde_json::to_string(orgs).map_err(|e| StoreError(e.to_string()))?;
+        let list = serde_json::to_string(orgs).map_err(|e| StoreError::new(e.to_string()))?;
         let mut stmt = db(self.0.prepare(
             "SELECT id, at, email, org, subject, body FROM outbox WHERE org IN (SELECT value FROM json_each(?1))
              ORDER BY id DESC LIMIT 200",
@@ -547,7 +559,7 @@ impl Reads<'_> {
             Ok(serde_json::json!({"id": r.get::<_, i64>(0)?, "at": r.get::<_, i64>(1)?, "email": r.get::<_, String>(2)?,
                 "org": r.get::<_, String>(3)?, "subject": r.get::<_, String>(4)?, "body": r.get::<_, String>(5)?}))
         }))?;
-        rows.collect::<rusqlite::Result<_>>().map_err(|e| StoreError(e.to_string()))
+        rows.collect::<rusqlite::Result<_>>().map_err(store_error)
     }
 
     /// Every stored signing key, oldest first.
@@ -591,7 +603,7 @@ fn end_sessions_where(c: &Connection, cond: &str, arg: impl rusqlite::ToSql, rea
     let ids: Vec<String> = {
         let mut stmt = db(c.prepare_cached(&format!("SELECT id FROM sessions WHERE ended_at IS NULL AND {cond}")))?;
         let rows = db(stmt.query_map([arg], |r| r.get(0)))?;
-        rows.collect::<rusqlite::Result<_>>().map_err(|e| StoreError(e.to_string()))?
+        rows.collect::<rusqlite::Result<_>>().map_err(store_error)?
     };
     for id in &ids {
         db(c.execute("UPDATE sessions SET ended_at = ?2, end_reason = ?3 WHERE id = ?1", params![id, now(), reason]))?;
