@@ -582,9 +582,10 @@ fn soak() {
     assert!(rss_end < rss_start + 256 * 1024, "memory grew from {rss_start} to {rss_end} KiB");
 }
 
-/// A store failure mid-commit (the change log locked by another process past the busy or lock timeout)
-/// is a 500 with a generic message; the engine does not move ahead of the database, and the
-/// next command, once the database is free, commits normally (no 409 cascade).
+/// A store failure mid-commit (the change log locked by another process past the busy or lock
+/// timeout) is a 503 `UNAVAILABLE` (try again) with a generic message; the engine does not move
+/// ahead of the database, and the next command, once the database is free, commits normally (no
+/// 409 cascade).
 #[test]
 fn a_failed_commit_changes_nothing() {
     let server = Server::start("split", Some(&world()));
@@ -592,8 +593,8 @@ fn a_failed_commit_changes_nothing() {
     let rev = server.revision();
     let lock = server.store().lock_changes();
     let (s, b) = server.post(&ceo, "/api/commands", &json!({"op": "moveDevice", "device": "lab-1", "org": "acme-eu"}));
-    assert_eq!((s, b["error"]["code"].as_str()), (500, Some("INTERNAL")), "{b}");
-    assert_eq!(b["error"]["message"], "internal error", "internal detail reached the client");
+    assert_eq!((s, b["error"]["code"].as_str()), (503, Some("UNAVAILABLE")), "{b}");
+    assert_eq!(b["error"]["message"], "the store is unavailable; try again", "internal detail reached the client");
     assert_eq!(server.revision(), rev, "the engine moved ahead of the database");
     drop(lock);
     let (_, devices) = server.get(&ceo, "/api/devices?activeOrg=acme-eu");
