@@ -334,12 +334,49 @@ if (!process.env.ROWS || "build".includes(process.env.ROWS)) {
   console.error(`  build: best ${pretty(a[0])} vs ${pretty(b[0])}; medians ${pretty(a[a.length >> 1])} vs ${pretty(b[b.length >> 1])}`);
 }
 
+// ---- changes (fleetgate only: the JS index is not incremental) --------------------------------
+// A delta per call, each from the engine's revision: a device moved between two orgs and back;
+// a device added, then removed, with an id first in id order (every device after it moves down
+// a rank); the same with the region admin's list after each (the first listing after devices
+// came or went ranks them).
+const changes = [];
+if (!process.env.ROWS || "applyDelta".includes(process.env.ROWS)) {
+  const mover = world.devices.find((d) => !d.owner);
+  const other = world.orgs.find((o) => o.id !== mover.org).id;
+  let flip = false;
+  const delta = (op) => JSON.stringify({ format: "fleetgate/delta@1", from: engine.revision, to: engine.revision + 1, ops: [op] });
+  const move = () => {
+    flip = !flip;
+    engine.applyDelta(delta({ op: "putDevice", device: { id: mover.id, name: mover.name, org: flip ? other : mover.org, owner: null } }));
+  };
+  let added = false;
+  const addRemove = () => {
+    added = !added;
+    engine.applyDelta(delta(added ? { op: "putDevice", device: { id: "0-added", name: "Added", org: mover.org, owner: null } } : { op: "removeDevice", id: "0-added" }));
+  };
+  const rows = [
+    ["applyDelta, one device move", () => move()],
+    ["applyDelta, a device added or removed first in id order", () => addRemove()],
+    ["the same, then visibleDevices (region admin)", () => {
+      addRemove();
+      sink += engine.visibleDevices(region).length;
+    }],
+  ];
+  for (const [label, fn] of rows) {
+    const t = [0, 1, 2].map(() => time(200, fn));
+    changes.push([label, Math.min(...t.map((x) => x.best))]);
+  }
+  if (flip) move();
+  if (added) addRemove();
+}
+
 // ---- the table ---------------------------------------------------------------------------------
 const wasm = readFileSync(new URL("../pkg/web/fleetgate_bg.wasm", import.meta.url));
 console.log(`fleetgate ${world.devices.length.toLocaleString("en")} devices, ${world.orgs.length.toLocaleString("en")} orgs, ${world.users.length.toLocaleString("en")} users; Node ${process.version}; best of 3×${ROUNDS} rounds, fleetgate and the JS index alternating`);
 console.log(`| row | fleetgate | hand-written JS | JS ÷ fleetgate |`);
 console.log(`|---|---|---|---|`);
 for (const [label, a, b] of table) console.log(`| ${label} | ${pretty(a)} | ${pretty(b)} | ${(b / a).toFixed(2)}× |`);
+for (const [label, a] of changes) console.log(`| ${label} | ${pretty(a)} | | |`);
 // The size as scripts/build-pkg.sh reports it (`gzip -9`); Node's zlib if gzip is missing.
 let gz;
 try {
