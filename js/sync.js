@@ -54,6 +54,7 @@ async function* sseEvents(body, signal) {
   let id = null;
   const onAbort = () => reader.cancel().catch(() => {});
   signal.addEventListener("abort", onAbort, { once: true });
+  let ended = false;
   try {
     for (;;) {
       let chunk;
@@ -66,7 +67,10 @@ async function* sseEvents(body, signal) {
         throw new SyncError("NETWORK", `/api/events: ${e?.message ?? e}`, 0);
       }
       const { value, done } = chunk;
-      if (done) return;
+      if (done) {
+        ended = true;
+        return;
+      }
       buf += decoder.decode(value, { stream: true });
       let nl;
       while ((nl = buf.search(/\r\n|\r|\n/)) >= 0) {
@@ -90,6 +94,9 @@ async function* sseEvents(body, signal) {
     }
   } finally {
     signal.removeEventListener("abort", onAbort);
+    // Left early (the caller stopped reading, or handling an event threw): close the stream,
+    // so the old connection does not stay open beside the next one.
+    if (!ended) reader.cancel().catch(() => {});
     reader.releaseLock?.();
   }
 }

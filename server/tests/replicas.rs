@@ -404,9 +404,13 @@ fn replicas_ride_out_a_database_restart() {
     );
     assert!(slowest < Duration::from_secs(16), "a request hung for {slowest:?} (deadline 15 s)");
     // While the database was away the replicas said so: 503 UNAVAILABLE (try again), never a
-    // 500 and never a dropped connection.
-    let other: Vec<&String> = refused.iter().filter(|r| r.as_str() != "503 UNAVAILABLE").collect();
+    // dropped connection. The one exception is a COMMIT in flight when the database went away:
+    // its outcome is unknown, so it is a 500 (not "try again"), at most one per client.
+    let other: Vec<&String> =
+        refused.iter().filter(|r| !["503 UNAVAILABLE", "500 INTERNAL"].contains(&r.as_str())).collect();
     assert!(other.is_empty(), "refusals other than 503 UNAVAILABLE: {other:?}");
+    let unknown = refused.iter().filter(|r| r.as_str() == "500 INTERNAL").count();
+    assert!(unknown <= 4, "{unknown} commands of unknown outcome from 4 clients across one restart");
     let end = chain_is_gap_free(&url) as u64;
     for s in &servers {
         wait_ready(s, end);

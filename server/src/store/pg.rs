@@ -80,26 +80,23 @@ fn pg<T>(r: Result<T, tokio_postgres::Error>) -> StoreResult<T> {
     r.map_err(pg_error)
 }
 
-/// A PostgreSQL error as a store error. Transient: no server answer at all (a closed or failed
-/// connection, a timeout), the connection classes (08), a lock or statement timeout (55P03,
-/// 57014), the server shutting down or starting (57P01–57P03), and a serialization failure or
-/// deadlock (40001, 40P01).
+/// A PostgreSQL error as a store error. Transient (503, try again): the server's answers that
+/// say so — the connection classes (08), insufficient resources (53, e.g. too many connections
+/// right after a restart), a lock or statement timeout (55P03, 57014), the server shutting down
+/// or starting (57P01–57P03), an idle timeout (25P03, 57P05), a serialization failure or deadlock
+/// (40001, 40P01) — and, without an answer, a closed connection, an I/O failure or a timeout.
+/// Everything else (a constraint, a row that does not convert, a protocol or configuration
+/// error) is a 500: trying again would not cure it.
 fn pg_error(e: tokio_postgres::Error) -> StoreError {
-    use tokio_postgres::error::SqlState;
-    let transient = match e.code() {
-        None => true,
-        Some(code) => {
-            code.code().starts_with("08")
-                || [
-                    SqlState::LOCK_NOT_AVAILABLE,
-                    SqlState::QUERY_CANCELED,
-                    SqlState::ADMIN_SHUTDOWN,
-                    SqlState::CRASH_SHUTDOWN,
-                    SqlState::CANNOT_CONNECT_NOW,
-                    SqlState::T_R_SERIALIZATION_FAILURE,
-                    SqlState::T_R_DEADLOCK_DETECTED,
-                ]
-                .contains(code)
+    const TRANSIENT: [&str; 9] = ["55P03", "57014", "57P01", "57P02", "57P03", "25P03", "57P05", "40001", "40P01"];
+    let transient = match e.as_db_error() {
+        Some(db) => {
+            let code = db.code().code();
+            code.starts_with("08") || code.starts_with("53") || TRANSIENT.contains(&code)
+        }
+        None => {
+            let io = std::error::Error::source(&e).is_some_and(|s| s.downcast_ref::<std::io::Error>().is_some());
+            e.is_closed() || io || e.to_string().contains("timeout")
         }
     };
     let message = format!("postgres: {e}");
@@ -107,6 +104,31 @@ fn pg_error(e: tokio_postgres::Error) -> StoreError {
         StoreError::unavailable(message)
     } else {
         StoreError::new(message)
+    }
+}
+
+/// A failed `COMMIT` of a transaction that wrote. Rolled back for certain only when the server
+/// says so with a serialization failure or deadlock (40001, 40P01: transient, try again);
+/// otherwise (the connection lost mid-commit, the server going away) its outcome is unknown, so
+/// it is a 500 and not a "try again" that could apply a command twice. A replica whose commit
+/// did land finds it in the change log like any other.
+fn commit_error(e: tokio_postgres::Error) -> StoreError {
+    let rolled_back = e.as_db_error().is_some_and(|db| ["40001", "40P01"].contains(&db.code().code()));
+    if rolled_back {
+        StoreError::unavailable(format!("postgres: {e}"))
+    } else {
+        StoreError::new(format!("postgres: the COMMIT's outcome is unknown: {e}"))
+    }
+}
+
+/// A pool checkout failure: waiting or a closed pool is transient; a connection the server
+/// refused is what `pg_error` says of it; a missing runtime or a failed hook is a bug (500).
+fn pool_error(e: deadpool_postgres::PoolError) -> StoreError {
+    use deadpool_postgres::PoolError as P;
+    match e {
+        P::Backend(e) => pg_error(e),
+        e @ (P::Timeout(_) | P::Closed) => StoreError::unavailable(format!("postgres pool: {e}")),
+        e => StoreError::new(format!("postgres pool: {e}")),
     }
 }
 
@@ -189,7 +211,7 @@ impl Postgres {
     }
 
     async fn client(&self) -> StoreResult<Object> {
-        self.pool.get().await.map_err(|e| StoreError::unavailable(format!("postgres pool: {e}")))
+        self.pool.get().await.map_err(pool_error)
     }
 
     fn migrate(&self) -> StoreResult<()> {
@@ -274,7 +296,7 @@ impl Postgres {
             Err(e) => {
                 discard(client);
                 out?;
-                Err(pg_error(e).into())
+                Err(commit_error(e).into())
             }
         }
     }
@@ -300,7 +322,7 @@ impl Postgres {
                 Ok(()) => out,
                 Err(e) => {
                     discard(c);
-                    out.and(Err(pg_error(e)))
+                    out.and(Err(commit_error(e)))
                 }
             }
         })

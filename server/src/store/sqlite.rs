@@ -21,10 +21,11 @@ fn db<T>(r: rusqlite::Result<T>) -> StoreResult<T> {
     r.map_err(store_error)
 }
 
-/// A SQLite error as a store error: busy or locked past the busy timeout is transient.
+/// A SQLite error as a store error: busy past the busy timeout (another process holds the
+/// database) is transient. (`SQLITE_LOCKED` is a conflict inside one connection here, no shared
+/// cache: a bug that retrying does not cure.)
 fn store_error(e: rusqlite::Error) -> StoreError {
-    let busy =
-        matches!(e.sqlite_error_code(), Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked));
+    let busy = e.sqlite_error_code() == Some(rusqlite::ErrorCode::DatabaseBusy);
     let message = format!("database: {e}");
     if busy {
         StoreError::unavailable(message)
