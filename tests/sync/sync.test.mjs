@@ -12,7 +12,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createSync, SyncError } from "fleetgate/sync";
 import { PolicyEngine } from "fleetgate";
-import { startServer, until } from "./server.mjs";
+import { commandGenerator, startServer, until } from "./server.mjs";
 
 const world = JSON.parse(readFileSync(new URL("../vectors/manufacturer.json", import.meta.url), "utf8")).snapshot;
 const PASSWORD = "sync-test-password";
@@ -28,14 +28,7 @@ const counts = {}; // per viewer: requests by path and status
 
 // A seeded generator: a failure can be replayed with SYNC_SEED.
 const SEED = Number(process.env.SYNC_SEED ?? Date.now() % 1e9);
-let state = SEED >>> 0 || 1;
-const rand = (n) => {
-  state ^= state << 13;
-  state ^= state >>> 17;
-  state ^= state << 5;
-  return (state >>> 0) % n;
-};
-const pick = (a) => a[rand(a.length)];
+const randomCommand = commandGenerator(world, ACTOR, SEED);
 
 const canon = (v) =>
   Array.isArray(v)
@@ -127,32 +120,6 @@ after(async () => {
   await server?.stop();
   if (dir) rmSync(dir, { recursive: true, force: true });
 });
-
-/** A random command the actor's own engine allows (tries a few; denied ones are sent too). */
-function randomCommand(engine) {
-  const snap = engine.toJson();
-  // Suspended orgs leave the actor's projection (SPEC §4.3): the seed's orgs, to resume them too.
-  const orgs = world.orgs.map((o) => o.id).filter((o) => o !== "globex");
-  const devices = snap.devices.map((d) => d.id);
-  const members = snap.memberships.filter((m) => m.user !== ACTOR);
-  const roles = ["Admin", "Staff", "User", "Installer", "Switcher", "OfficeAdmin"];
-  for (let tries = 0; tries < 20; tries++) {
-    const kind = devices.length < 5 ? 14 : rand(20);
-    let cmd;
-    if (kind < 6) cmd = { op: "moveDevice", device: pick(devices), org: pick(orgs) };
-    else if (kind < 10) {
-      const m = pick(snap.memberships);
-      cmd = { op: "transferDevice", device: pick(devices), owner: m.user, org: m.org };
-    } else if (kind < 14) {
-      const m = pick(members);
-      cmd = { op: "setRole", user: m.user, org: m.org, role: pick(roles) };
-    } else if (kind < 16) cmd = { op: "addDevice", id: `dev-${rand(1e6)}`, name: "Random device", org: pick(orgs), owner: null };
-    else if (kind < 17) cmd = { op: "removeDevice", device: pick(devices) };
-    else if (kind < 18) cmd = { op: "suspendOrg", org: pick(orgs.filter((o) => o !== "acme")) };
-    else cmd = { op: "resumeOrg", org: pick(orgs.filter((o) => o !== "acme")) };
-    if (cmd.op === "resumeOrg" || engine.decide(ACTOR, cmd).allowed || tries === 19) return cmd;
-  }
-}
 
 test("clients follow 200 random commands by another user, equal to a fresh /api/snapshot", async () => {
   for (const u of VIEWERS) clients[u] = makeClient(u);
