@@ -123,27 +123,44 @@ pub(crate) enum Verdict {
     Deny(Code),
 }
 
+/// What one membership of `u` (in org `o`, with closed permissions `perms`) grants for `action`
+/// on a device at `place`: the device's org itself (`ALLOW_ORG`), the user's own device there
+/// (`ALLOW_OWN`), or a device below `o` with `orgs.switch` (`ALLOW_SUB_ORG`). The one statement
+/// of the rule, for `grant` and the check-record path of `can_slots`.
+#[inline(always)]
+fn membership_grant(ix: &Index, o: OrgSlot, perms: Perms, u: UserSlot, place: Place, action: Action) -> Option<Code> {
+    let orgp = action.org_permission();
+    if o == place.org {
+        if perms.has(orgp) {
+            Some(Code::AllowOrg)
+        } else if perms.has(action.own_permission()) && place.owner == u {
+            Some(Code::AllowOwn)
+        } else {
+            None
+        }
+    } else if perms.has(orgp) && perms.has(Permission::OrgsSwitch) && ix.strictly_below(place.org, o) {
+        Some(Code::AllowSubOrg)
+    } else {
+        None
+    }
+}
+
 /// Finds the best granting membership of `u` for a device at `place` (SPEC §3 precedence).
 #[inline(always)]
 pub(crate) fn grant(ix: &Index, mems: &[Mem], u: UserSlot, place: Place, action: Action) -> Option<(Code, usize)> {
-    let org = place.org;
-    let orgp = action.org_permission();
-    let ownp = action.own_permission();
     let mut own: Option<usize> = None;
     let mut sub: Option<(u8, usize)> = None;
     for (i, m) in mems.iter().enumerate() {
-        if m.org == org {
-            if m.perms.has(orgp) {
-                return Some((Code::AllowOrg, i));
+        match membership_grant(ix, m.org, m.perms, u, place, action) {
+            Some(Code::AllowOrg) => return Some((Code::AllowOrg, i)),
+            Some(Code::AllowOwn) => own = Some(i),
+            Some(_) => {
+                let depth = ix.der(m.org).depth;
+                if sub.is_none_or(|(best, _)| depth > best) {
+                    sub = Some((depth, i));
+                }
             }
-            if m.perms.has(ownp) && place.owner == u {
-                own = Some(i);
-            }
-        } else if m.perms.has(orgp) && m.perms.has(Permission::OrgsSwitch) && ix.strictly_below(org, m.org) {
-            let depth = ix.der(m.org).depth;
-            if sub.is_none_or(|(best, _)| depth > best) {
-                sub = Some((depth, i));
-            }
+            None => {}
         }
     }
     own.map(|i| (Code::AllowOwn, i)).or(sub.map(|(_, i)| (Code::AllowSubOrg, i)))
@@ -206,15 +223,7 @@ impl Engine {
         if ix.der(place.org).eff_suspended {
             return false;
         }
-        // `grant`'s allow conditions, on the inline memberships.
-        let (orgp, ownp) = (action.org_permission(), action.own_permission());
-        c.inline().iter().any(|&(o, perms)| {
-            if o == place.org {
-                perms.has(orgp) || (perms.has(ownp) && place.owner == u)
-            } else {
-                perms.has(orgp) && perms.has(Permission::OrgsSwitch) && ix.strictly_below(place.org, o)
-            }
-        })
+        c.inline().iter().any(|&(o, perms)| membership_grant(ix, o, perms, u, place, action).is_some())
     }
 
     /// Whether `user` may view `device`.
