@@ -34,13 +34,16 @@ const sleep = (ms, signal) =>
     signal.addEventListener("abort", done, { once: true });
   });
 
+/** The one error of a lost connection on `path` (a request, a body or the event stream). */
+const networkError = (path, e) => new SyncError("NETWORK", `${path}: ${e?.message ?? e}`, 0);
+
 /** A response's body as text; a connection lost while reading it is a NETWORK `SyncError`. */
 async function bodyText(res, path, signal) {
   try {
     return await res.text();
   } catch (e) {
     if (signal.aborted) throw e;
-    throw new SyncError("NETWORK", `${path}: ${e?.message ?? e}`, 0);
+    throw networkError(path, e);
   }
 }
 
@@ -64,7 +67,7 @@ async function* sseEvents(body, signal) {
         // A reset connection (the server killed, the network gone) fails the read: the same
         // NETWORK error a failed fetch gives, so `onError` sees one kind of connection loss.
         if (signal.aborted) return;
-        throw new SyncError("NETWORK", `/api/events: ${e?.message ?? e}`, 0);
+        throw networkError("/api/events", e);
       }
       const { value, done } = chunk;
       if (done) {
@@ -266,7 +269,7 @@ class Sync {
       res = await this.#fetch(this.#base + path, { headers: h, signal, cache: "no-store" });
     } catch (e) {
       if (signal.aborted) throw e;
-      throw new SyncError("NETWORK", `${path}: ${e?.message ?? e}`, 0);
+      throw networkError(path, e);
     }
     return res;
   }
@@ -348,7 +351,7 @@ class Sync {
         }
       }
     }
-    if (!signal.aborted) throw new SyncError("NETWORK", "/api/events: the stream ended", 0);
+    if (!signal.aborted) throw networkError("/api/events", "the stream ended");
   }
 
   // ---- state changes ------------------------------------------------------------------------------

@@ -99,12 +99,7 @@ fn pg_error(e: tokio_postgres::Error) -> StoreError {
             e.is_closed() || io || e.to_string().contains("timeout")
         }
     };
-    let message = format!("postgres: {e}");
-    if transient {
-        StoreError::unavailable(message)
-    } else {
-        StoreError::new(message)
-    }
+    StoreError { message: format!("postgres: {e}"), unavailable: transient }
 }
 
 /// A failed `COMMIT` of a transaction that wrote. Rolled back for certain only when the server

@@ -26,12 +26,7 @@ fn db<T>(r: rusqlite::Result<T>) -> StoreResult<T> {
 /// cache: a bug that retrying does not cure.)
 fn store_error(e: rusqlite::Error) -> StoreError {
     let busy = e.sqlite_error_code() == Some(rusqlite::ErrorCode::DatabaseBusy);
-    let message = format!("database: {e}");
-    if busy {
-        StoreError::unavailable(message)
-    } else {
-        StoreError::new(message)
-    }
+    StoreError { message: format!("database: {e}"), unavailable: busy }
 }
 
 /// The schema version this build writes (`PRAGMA user_version`).
