@@ -150,45 +150,41 @@ fn benches(c: &mut Criterion) {
     // one delta each, with an id first in id order (everything after it moves down a rank) in
     // the root org (the longest device list), and with an id last in id order.
     for (label, id) in [("first in id order", "0-added"), ("last in id order", "zz-added")] {
-        let mut add = true;
+        let mut added = false;
         c.bench_function(&format!("apply_delta_json add/remove a root-org device ({label})"), |b| {
-            b.iter(|| {
-                let rev = engine.revision();
-                let op = if add {
-                    format!(r#"{{"op":"putDevice","device":{{"id":"{id}","name":"Added","org":"acme","owner":null}}}}"#)
-                } else {
-                    format!(r#"{{"op":"removeDevice","id":"{id}"}}"#)
-                };
-                add = !add;
-                let delta = format!(r#"{{"format":"fleetgate/delta@1","from":{rev},"to":{},"ops":[{op}]}}"#, rev + 1);
-                engine.apply_delta_json(black_box(&delta)).unwrap();
-            })
+            b.iter(|| toggle_device(&mut engine, id, &mut added))
         });
     }
     // The same followed by a listing: the first listing after devices came or went ranks them.
-    let mut add = true;
+    let region = engine
+        .to_doc()
+        .memberships
+        .iter()
+        .find(|m| m.role.as_str() == "Admin" && m.org.as_str().matches('-').count() == 1)
+        .unwrap()
+        .user
+        .to_string();
+    let mut added = false;
     c.bench_function("add/remove a device first in id order, then list (region admin)", |b| {
-        let region = engine
-            .to_doc()
-            .memberships
-            .iter()
-            .find(|m| m.role.as_str() == "Admin" && m.org.as_str().matches('-').count() == 1)
-            .unwrap()
-            .user
-            .to_string();
         b.iter(|| {
-            let rev = engine.revision();
-            let op = if add {
-                r#"{"op":"putDevice","device":{"id":"0-added","name":"Added","org":"acme","owner":null}}"#
-            } else {
-                r#"{"op":"removeDevice","id":"0-added"}"#
-            };
-            add = !add;
-            let delta = format!(r#"{{"format":"fleetgate/delta@1","from":{rev},"to":{},"ops":[{op}]}}"#, rev + 1);
-            engine.apply_delta_json(&delta).unwrap();
+            toggle_device(&mut engine, "0-added", &mut added);
             black_box(engine.visible_devices(&region, Action::View, None).unwrap().len())
         })
     });
+}
+
+/// Adds device `id` to the root org, or removes it again (`added` says which is due), by one
+/// delta from the engine's revision.
+fn toggle_device(engine: &mut Engine, id: &str, added: &mut bool) {
+    let rev = engine.revision();
+    let op = if *added {
+        format!(r#"{{"op":"removeDevice","id":"{id}"}}"#)
+    } else {
+        format!(r#"{{"op":"putDevice","device":{{"id":"{id}","name":"Added","org":"acme","owner":null}}}}"#)
+    };
+    *added = !*added;
+    let delta = format!(r#"{{"format":"fleetgate/delta@1","from":{rev},"to":{},"ops":[{op}]}}"#, rev + 1);
+    engine.apply_delta_json(black_box(&delta)).unwrap();
 }
 
 criterion_group!(engine_benches, benches);
