@@ -21,6 +21,7 @@
 const MAX_ID = 128;
 const SCRATCH = 512; // the scratch buffer's size (SCRATCH in src/wasm.rs)
 const NO_SLOT = 0xffffffff; // "no slot" (u32::MAX in src/wasm.rs)
+const INACTIVE = 0xfffffffe; // lookup's answer for a user who is not active (src/wasm.rs)
 const USER = 0;
 const DEVICE = 1;
 const TOKEN = Symbol("fleetgate.core");
@@ -108,7 +109,9 @@ export function createPolicyEngine(raw) {
     #core; // null once freed
     #ptr; // the scratch address; 0 once freed
     #names = []; // device slot → id, fetched as slots are first listed
-    #users = Object.create(null); // user id → slot (ids this engine was asked about and knows)
+    // User id → slot, for ids this engine was asked about and knows; -1 for a user who is not
+    // active (every check by slot denies them). Emptied when a delta applies (statuses change).
+    #users = Object.create(null);
     #devices = Object.create(null); // device id → slot
     #list = new Uint32Array(64); // filterDevices' slots, reused
     #all = null; // every device id in id order, once listed; dropped when a delta applies
@@ -194,13 +197,19 @@ export function createPolicyEngine(raw) {
       return this.#core === null;
     }
 
+    // After a delta: the full list may have changed, and so may any user's status.
+    #changed() {
+      this.#all = null;
+      this.#users = Object.create(null);
+    }
+
     /** Applies a signed delta (SPEC §4.4) atomically. */
     applySignedDelta(envelope, keys, options) {
       const core = this.#live();
       const now = nowOf(options);
       try {
         core.applySignedDelta(envelope, keys ?? {}, now);
-        this.#all = null;
+        this.#changed();
       } catch (e) {
         throw rethrow(e);
       }
@@ -208,14 +217,16 @@ export function createPolicyEngine(raw) {
 
     // The slot of a user (USER) or device (DEVICE) id not in `cache` yet: looked up in wasm
     // once and cached when known; -1 when the engine never saw the id (or it cannot be an id:
-    // non-strings never reach a cache, where `cache[7]` would read key "7").
+    // non-strings never reach a cache, where `cache[7]` would read key "7"), and -1, cached,
+    // for a user who is not active.
     #resolve(core, cache, kind, id) {
       const len = put(heap(), this.#ptr, id);
       if (len < 0) return -1;
       const slot = core.lookup(kind, len);
       if (slot === NO_SLOT) return -1;
-      cache[id] = slot;
-      return slot;
+      const known = slot === INACTIVE ? -1 : slot;
+      cache[id] = known;
+      return known;
     }
 
     #slot(core, cache, kind, id) {
@@ -365,7 +376,7 @@ export function createPolicyEngine(raw) {
       const core = this.#live();
       try {
         core.applyDelta(delta);
-        this.#all = null;
+        this.#changed();
       } catch (e) {
         throw rethrow(e);
       }

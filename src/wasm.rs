@@ -22,6 +22,8 @@ const SCRATCH: usize = 512;
 
 /// "No slot", as the JS side sees it (`u32::MAX`).
 const NO_SLOT: u32 = crate::index::NONE;
+/// `lookup`'s answer for a user who is not active.
+const INACTIVE: u32 = NO_SLOT - 1;
 
 /// Converts an engine error into a JS `Error` with a `code` property.
 fn js_error(e: &Error) -> JsValue {
@@ -224,16 +226,23 @@ impl EngineCore {
 
     /// The slot of the user id (kind 0) or device id (kind 1) written into scratch (`len`
     /// bytes), or `u32::MAX` when the id was never seen. A slot names the same id for the
-    /// engine's life (it may be vacant: the entity was removed, and checks then deny).
+    /// engine's life (it may be vacant: the entity was removed, and checks then deny). A user
+    /// who is not active (pending or suspended) gives `u32::MAX - 1`: every check by slot would
+    /// deny them, so the JS side answers without calling in, until a delta changes the users.
     pub fn lookup(&self, kind: u32, len: u32) -> u32 {
         let id = self.scratch_id(len);
         let ix = &self.engine.ix;
         if id.is_empty() {
             return NO_SLOT;
         }
-        let slot =
-            if kind == 0 { ix.user_ids.get_bytes(id).map(Slot::raw) } else { ix.dev_ids.get_bytes(id).map(Slot::raw) };
-        slot.unwrap_or(NO_SLOT)
+        if kind == 0 {
+            return match ix.user_ids.get_bytes(id) {
+                None => NO_SLOT,
+                Some(u) if self.engine.active_slot(u) => u.raw(),
+                Some(_) => INACTIVE,
+            };
+        }
+        ix.dev_ids.get_bytes(id).map_or(NO_SLOT, Slot::raw)
     }
 
     /// Whether user slot `user` may do `action` (0 view, 1 control) on device slot `device`.

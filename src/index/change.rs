@@ -241,9 +241,8 @@ impl Index {
             self.clear_ranks();
             let mut lists = std::mem::take(&mut self.org_devices);
             let rank = self.ranks();
-            let rank_of = |d: DeviceSlot| rank.get(d.index()).copied().unwrap_or(NONE);
             for list in &mut lists {
-                sort_slots(list, &|a, b| rank_of(a).cmp(&rank_of(b)));
+                sort_slots(list, &|a, b| rank.of(a).cmp(&rank.of(b)));
             }
             self.org_devices = lists;
         }

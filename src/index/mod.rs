@@ -218,10 +218,11 @@ pub(crate) struct Index {
     /// The position of each device slot in `by_id` (its rank in id order), `NONE` when absent:
     /// computed on first use after devices came or went (`ranks`), so that a command adding a
     /// device early in id order costs no re-ranking until something lists devices.
-    // INVARIANT: when set, `ranks[d]` is the position of `d` in `by_id` for every present device
-    // and `NONE` for every other slot below its length; every change to `by_id` (and
-    // `truncate_to`) clears it.
-    ranks: OnceLock<Vec<u32>>,
+    // INVARIANT: when set to a table, `ranks[d]` is the position of `d` in `by_id` for every
+    // present device and `NONE` for every other slot below its length; when set to `None`, every
+    // slot is present and `by_id[r] == r`, so each slot is its own rank. Every change to `by_id`
+    // (and `truncate_to`) clears it.
+    ranks: OnceLock<Option<Vec<u32>>>,
     /// While loading, `by_id` is built once at the end.
     bulk: bool,
 
@@ -229,6 +230,34 @@ pub(crate) struct Index {
     pub user_count: usize,
     pub device_count: usize,
     pub membership_count: usize,
+}
+
+/// Device ranks in id order (`Index::ranks`).
+#[derive(Clone, Copy)]
+pub(crate) struct Ranks<'a> {
+    /// The rank of each slot (`NONE` for a vacant one); `None` when each slot is its own rank.
+    table: Option<&'a [u32]>,
+    by_id: &'a [DeviceSlot],
+}
+
+impl Ranks<'_> {
+    /// The rank of device slot `d`; `NONE` (or a rank past the end) for a vacant slot.
+    #[inline(always)]
+    pub(crate) fn of(self, d: DeviceSlot) -> u32 {
+        match self.table {
+            None => d.raw(),
+            Some(t) => t.get(d.index()).copied().unwrap_or(NONE),
+        }
+    }
+
+    /// The device of rank `r`.
+    #[inline(always)]
+    pub(crate) fn at(self, r: usize) -> Option<DeviceSlot> {
+        match self.table {
+            None => (r < self.by_id.len()).then(|| DeviceSlot::from_raw(r as u32)),
+            Some(_) => self.by_id.get(r).copied(),
+        }
+    }
 }
 
 impl Index {
@@ -309,18 +338,25 @@ impl Index {
         self.place(d).org
     }
 
-    /// The rank in id order of each device slot (`NONE` for a vacant slot; slots past its end
-    /// are vacant too): computed here on first use after a change.
-    pub(crate) fn ranks(&self) -> &[u32] {
-        self.ranks.get_or_init(|| {
+    /// The rank in id order of each device slot: computed here on first use after a change.
+    /// A snapshot lists devices in id order, so until devices come or go out of order a slot is
+    /// its own rank and no table is read.
+    pub(crate) fn ranks(&self) -> Ranks<'_> {
+        let table = self.ranks.get_or_init(|| {
+            let in_order =
+                self.by_id.len() == self.devices.len() && self.by_id.iter().enumerate().all(|(r, d)| d.index() == r);
+            if in_order {
+                return None;
+            }
             let mut rank = vec![NONE; self.devices.len()];
             for (r, &d) in self.by_id.iter().enumerate() {
                 if let Some(slot) = rank.get_mut(d.index()) {
                     *slot = r as u32;
                 }
             }
-            rank
-        })
+            Some(rank)
+        });
+        Ranks { table: table.as_deref(), by_id: &self.by_id }
     }
 
     /// Forgets the ranks (`by_id` changed).

@@ -94,3 +94,22 @@ test("the every-device list is a fresh copy and follows deltas", () => {
   assert.ok(!e.visibleDevices("ceo").includes("lab-1"));
   e.free();
 });
+
+test("a user's status change after a delta shows at once, both ways", () => {
+  const e = PolicyEngine.fromJson(world);
+  const pat = { id: "pending-pat", email: "pending-pat@example.test", name: "Pending Pat" };
+  const list = [...DEVICES, "north-stock-1"]; // pending-pat is Staff in dist-north
+  const seen = (u) => [e.visibleDevices(u).length, e.filterDevices(u, list).length, list.filter((d) => e.canView(u, d)).length];
+  assert.deepEqual(seen("pending-pat"), [0, 0, 0], "a pending user sees nothing");
+  assertFresh(e, "pending"); // the wrapper now knows pending-pat as not active
+
+  e.applyDelta(delta(e, [{ op: "putUser", user: { ...pat, status: "active" } }]));
+  assert.ok(seen("pending-pat").every((n) => n > 0), "accepting the invitation lets the Staff membership count");
+  assertFresh(e, "activated");
+
+  assert.ok(seen("jones").every((n) => n > 0));
+  e.applyDelta(delta(e, [{ op: "putUser", user: { id: "jones", email: "jones@example.test", name: "Jones", status: "suspended" } }]));
+  assert.deepEqual(seen("jones"), [0, 0, 0], "a suspended user sees nothing");
+  assertFresh(e, "suspended");
+  e.free();
+});
