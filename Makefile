@@ -74,14 +74,16 @@ test-package:
 docs: pkg
 	typedoc
 
-bench:
+# bench: the native engine (criterion), then the wasm package against the hand-written JS index.
+bench: setup pkg
 	cargo bench --bench engine
+	node bench/wasm.mjs
 
 bench-edge: pkg
 	cargo build --release -p fleetgate-server -p fleetgate-cli
 	FLEETGATE_SERVER=target/release/fleetgate-server node bench/edge.mjs
 
-bench-wasm: pkg
+bench-wasm: setup pkg
 	node bench/wasm.mjs
 
 # Object-shaped values at the boundary; FLEETGATE_ALT=path/to/other/pkg times a second build too.
