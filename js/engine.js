@@ -110,8 +110,11 @@ export function createPolicyEngine(raw) {
     #ptr; // the scratch address; 0 once freed
     #names = []; // device slot → id, fetched as slots are first listed
     // User id → slot, for ids this engine was asked about and knows; -1 for a user who is not
-    // active (every check by slot denies them). Emptied when a delta applies (statuses change).
+    // active (every check by slot denies them), listed in `#denied` and forgotten when a delta
+    // applies, which may activate them. (A cached slot of a user a delta suspends stays right:
+    // wasm checks the status of a slot.)
     #users = Object.create(null);
+    #denied = [];
     #devices = Object.create(null); // device id → slot
     #list = new Uint32Array(64); // filterDevices' slots, reused
     #all = null; // every device id in id order, once listed; dropped when a delta applies
@@ -197,10 +200,11 @@ export function createPolicyEngine(raw) {
       return this.#core === null;
     }
 
-    // After a delta: the full list may have changed, and so may any user's status.
+    // After a delta: the full list may have changed, and users cached as not active may be now.
     #changed() {
       this.#all = null;
-      this.#users = Object.create(null);
+      for (const id of this.#denied) delete this.#users[id];
+      this.#denied = [];
     }
 
     /** Applies a signed delta (SPEC §4.4) atomically. */
@@ -224,9 +228,13 @@ export function createPolicyEngine(raw) {
       if (len < 0) return -1;
       const slot = core.lookup(kind, len);
       if (slot === NO_SLOT) return -1;
-      const known = slot === INACTIVE ? -1 : slot;
-      cache[id] = known;
-      return known;
+      if (slot === INACTIVE) {
+        cache[id] = -1;
+        this.#denied.push(id);
+        return -1;
+      }
+      cache[id] = slot;
+      return slot;
     }
 
     #slot(core, cache, kind, id) {
@@ -409,6 +417,7 @@ export function createPolicyEngine(raw) {
       this.#names = [];
       this.#all = null;
       this.#users = Object.create(null);
+      this.#denied = [];
       this.#devices = Object.create(null);
       core.free();
     }

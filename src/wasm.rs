@@ -3,7 +3,8 @@
 //!
 //! Hot paths (checks and lists) take user and device *slots*: the JS wrapper resolves an id to
 //! its slot once (writing the id's bytes into a scratch buffer, ids are ASCII by definition)
-//! and caches it in a `Map`, since slots are stable for an engine's life. Lists come back as
+//! and caches it in a null-prototype object, since slots are stable for an engine's life (a user
+//! who is not active is cached as denying until the next delta). Lists come back as
 //! device slots in a buffer the JS side reads in place and maps to cached id strings: no
 //! allocation, hashing or UTF-8 round trip per call.
 
