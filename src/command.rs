@@ -304,7 +304,7 @@ impl Engine {
     fn evaluate_steps(&self, actor: &str, command: &Command, preview: bool) -> Denied<Vec<Op>> {
         let ix = &self.ix;
         let a = ix.user_ids.get(actor).filter(|u| ix.user(*u).is_some()).ok_or(Code::DenyUnknownUser)?;
-        need(ix.user(a).is_some_and(|r| r.status == Status::Active), Code::DenyUserInactive)?;
+        need(ix.is_active(a), Code::DenyUserInactive)?;
         let org_of =
             |id: &Id| ix.org_ids.get(id.as_str()).filter(|o| ix.org_present(*o)).ok_or(Code::DenyInvalidTarget);
         let user_of =
@@ -545,7 +545,7 @@ impl Engine {
     }
 
     fn active_member(&self, u: UserSlot, o: OrgSlot) -> bool {
-        self.ix.mem(u, o).is_some() && self.ix.user(u).is_some_and(|r| r.status == Status::Active)
+        self.ix.mem(u, o).is_some() && self.ix.is_active(u)
     }
 
     fn owned_in(&self, u: UserSlot, o: OrgSlot) -> Vec<DeviceSlot> {
@@ -572,10 +572,7 @@ impl Engine {
     fn is_last_root_admin(&self, u: UserSlot, o: OrgSlot) -> bool {
         let ix = &self.ix;
         let is_root = self.viewer.is_none() && ix.org(o).is_some_and(|r| r.parent.is_none());
-        let active_admin = |x: UserSlot| {
-            ix.user(x).is_some_and(|r| r.status == Status::Active)
-                && ix.mem(x, o).is_some_and(|m| m.role.as_str() == ADMIN_ROLE)
-        };
+        let active_admin = |x: UserSlot| ix.is_active(x) && ix.mem(x, o).is_some_and(|m| m.role.as_str() == ADMIN_ROLE);
         is_root && active_admin(u) && !ix.members_of_org(o).iter().any(|&x| x != u && active_admin(x))
     }
 }

@@ -5,7 +5,7 @@ use serde::Serialize;
 use crate::engine::Engine;
 use crate::error::{Error, ErrorCode, Result};
 use crate::index::{sort_slots, DeviceSlot, Index, Mem, OrgSlot, Place, UserSlot};
-use crate::model::{Action, Permission, Perms, Status};
+use crate::model::{Action, Permission, Perms};
 
 /// A decision code: the reason of an allow or a deny (SPEC §3 and §5).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -175,12 +175,7 @@ struct Grants {
 
 impl Engine {
     pub(crate) fn active_user(&self, user: &str) -> Option<UserSlot> {
-        self.ix.user_ids.get(user).filter(|u| self.active_slot(*u))
-    }
-
-    /// Whether user slot `u` holds a present, active user: every check by slot denies any other.
-    pub(crate) fn active_slot(&self, u: UserSlot) -> bool {
-        self.ix.user(u).is_some_and(|r| r.status == Status::Active)
+        self.ix.user_ids.get(user).filter(|u| self.ix.is_active(*u))
     }
 
     #[inline(always)]
@@ -199,7 +194,7 @@ impl Engine {
     #[inline(always)]
     pub(crate) fn verdict_at(&self, u: UserSlot, place: Place, action: Action) -> Verdict {
         let ix = &self.ix;
-        if ix.user(u).is_none_or(|r| r.status != Status::Active) {
+        if !ix.is_active(u) {
             return Verdict::Deny(Code::DenyUserInactive);
         }
         if ix.der(place.org).eff_suspended {
@@ -332,7 +327,7 @@ impl Engine {
 
     pub(crate) fn permissions_in_slots(&self, u: UserSlot, o: OrgSlot) -> Perms {
         let ix = &self.ix;
-        if ix.user(u).is_none_or(|r| r.status != Status::Active) || !ix.org_present(o) || ix.der(o).eff_suspended {
+        if !ix.is_active(u) || !ix.org_present(o) || ix.der(o).eff_suspended {
             return Perms::NONE;
         }
         ix.mems(u).iter().filter(|m| reaches(ix, m, o)).fold(Perms::NONE, |acc, m| acc.union(m.perms))
@@ -398,7 +393,7 @@ impl Engine {
         out: &mut Vec<DeviceSlot>,
     ) -> bool {
         out.clear();
-        if self.ix.user(u).is_none_or(|r| r.status != Status::Active) {
+        if !self.ix.is_active(u) {
             return false;
         }
         let grants = self.grants(u, action, active);
@@ -488,19 +483,18 @@ impl Engine {
             return false;
         }
         let ranks = ix.ranks();
-        let rank_of = |d: DeviceSlot| ranks.of(d);
         // A few candidates sort their ranks; more go through a bitset over ranks (measured on the
         // benchmark world: a dealer's 254 devices take ~10 µs by the bitset, several times that
         // by sorting).
         if granted + owned.len() <= SMALL_LIST {
             // Sort the ranks themselves (no lookups while sorting), then map them to slots.
-            let mut ranks_of: Vec<u32> = Vec::with_capacity(granted + owned.len());
+            let mut found: Vec<u32> = Vec::with_capacity(granted + owned.len());
             for o in &orgs {
-                ranks_of.extend(ix.devices_of_org(*o).iter().map(|d| rank_of(*d)));
+                found.extend(ix.devices_of_org(*o).iter().map(|d| ranks.of(*d)));
             }
-            ranks_of.extend(owned.iter().copied().filter(|d| own_ok(*d)).map(rank_of));
-            sort_slots(&mut ranks_of, &|a, b| a.cmp(&b));
-            out.extend(ranks_of.iter().filter_map(|r| ranks.at(*r as usize)));
+            found.extend(owned.iter().copied().filter(|d| own_ok(*d)).map(|d| ranks.of(d)));
+            sort_slots(&mut found, &|a, b| a.cmp(&b));
+            out.extend(found.iter().filter_map(|r| ranks.at(*r as usize)));
             return false;
         }
         // Two levels: `bits` over ranks, and `words` marking the words of `bits` that have a bit
@@ -509,7 +503,7 @@ impl Engine {
         let mut bits = vec![0u64; ix.by_id.len() / 64 + 1];
         let mut words = vec![0u64; bits.len() / 64 + 1];
         let mut mark = |d: DeviceSlot| {
-            let r = rank_of(d) as usize;
+            let r = ranks.of(d) as usize;
             if let (Some(b), Some(w)) = (bits.get_mut(r / 64), words.get_mut(r / 4096)) {
                 *b |= 1 << (r % 64);
                 *w |= 1 << (r / 64 % 64);

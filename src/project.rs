@@ -288,7 +288,7 @@ impl Engine {
         let Some(v) = ix.user_ids.get(viewer).filter(|u| ix.user(*u).is_some()) else { return slots };
 
         // Orgs: switchable orgs plus the orgs of the viewer's memberships.
-        let active = ix.user(v).is_some_and(|r| r.status == Status::Active);
+        let active = ix.is_active(v);
         let mut orgs: Vec<OrgSlot> = Vec::new();
         for m in ix.mems(v) {
             orgs.push(m.org);

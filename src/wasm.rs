@@ -239,7 +239,7 @@ impl EngineCore {
         if kind == 0 {
             return match ix.user_ids.get_bytes(id) {
                 None => NO_SLOT,
-                Some(u) if self.engine.active_slot(u) => u.raw(),
+                Some(u) if ix.is_active(u) => u.raw(),
                 Some(_) => INACTIVE,
             };
         }
@@ -333,7 +333,7 @@ impl EngineCore {
         let Self { engine, slots, .. } = self;
         let action = action_of(action);
         let user = UserSlot::from_raw(user);
-        let active = engine.ix.user(user).is_some_and(|r| r.status == crate::Status::Active);
+        let active = engine.ix.is_active(user);
         let mut yes = 0;
         for d in slots.iter_mut().take(count as usize) {
             let ok = active && engine.can_slots(user, DeviceSlot::from_raw(*d), action);

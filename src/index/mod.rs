@@ -303,6 +303,12 @@ impl Index {
         self.users.get(u.index())?.as_ref()
     }
 
+    /// Whether user slot `u` holds a present, active user: every check denies any other.
+    #[inline(always)]
+    pub(crate) fn is_active(&self, u: UserSlot) -> bool {
+        self.user(u).is_some_and(|r| r.status == Status::Active)
+    }
+
     #[inline(always)]
     pub(crate) fn mems(&self, u: UserSlot) -> &[Mem] {
         self.user_mems.get(u.index()).map_or(&[], Vec::as_slice)
@@ -315,7 +321,7 @@ impl Index {
 
     /// Recomputes the check record of user slot `u` (see `checks`).
     pub(super) fn refresh_check(&mut self, u: UserSlot) {
-        let active = self.user(u).is_some_and(|r| r.status == Status::Active);
+        let active = self.is_active(u);
         let c = UserCheck::of(active, self.mems(u));
         if let Some(slot) = self.checks.get_mut(u.index()) {
             *slot = c;
